@@ -50,7 +50,7 @@ def wait_until(
 async def async_wait_until(
     predicate: Callable[[], Awaitable[T]],
     *,
-    timeout: float,  # noqa: ASYNC109 - a deadline for the whole wait, not one call
+    timeout: float,
     interval: float = 0.05,
     message: str,
 ) -> T: ...
@@ -60,7 +60,7 @@ async def async_wait_until(
 async def async_wait_until(
     predicate: Callable[[], T],
     *,
-    timeout: float,  # noqa: ASYNC109
+    timeout: float,
     interval: float = 0.05,
     message: str,
 ) -> T: ...
@@ -69,7 +69,7 @@ async def async_wait_until(
 async def async_wait_until(
     predicate: Callable[[], object],
     *,
-    timeout: float,  # noqa: ASYNC109
+    timeout: float,
     interval: float = 0.05,
     message: str,
 ) -> object:
