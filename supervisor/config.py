@@ -956,7 +956,7 @@ class _Parser:
     ) -> ServiceConfig:
         self.keys(data, path, _SERVICE_KEYS, required=("image",))
         image = self.optional(data, "image", path, self.string) or ""
-        if "image" in data and not image.strip():
+        if isinstance(data.get("image"), str) and not image.strip():
             self.problem((*path, "image"), "must not be empty")
         kind = ServiceType.SERVICE
         if data.get("type") is not None:
@@ -1051,16 +1051,20 @@ class _Parser:
         return self.string(value, path) or None
 
     def _names(self, value: object, path: KeyPath, what: str) -> tuple[str, ...]:
-        out: list[str] = []
+        return tuple(name for _, name in self._indexed_names(value, path, what))
+
+    def _indexed_names(self, value: object, path: KeyPath, what: str) -> list[tuple[int, str]]:
+        """A list of distinct names, each with its index in the YAML list."""
+        out: list[tuple[int, str]] = []
         for index, item in enumerate(self.seq(value, path)):
             name = self.name(item, (*path, index), what)
             if name is None:
                 continue
-            if name in out:
+            if any(name == seen for _, seen in out):
                 self.problem((*path, index), f"{what} {name!r} listed twice")
                 continue
-            out.append(name)
-        return tuple(out)
+            out.append((index, name))
+        return out
 
     def _key_values(self, value: object, path: KeyPath, what: str) -> dict[str, str]:
         """A {K: V} mapping or a ["K=V"] list, values as written; null value -> ""."""
@@ -1213,7 +1217,11 @@ class _Parser:
     def _depends_on(self, value: object, path: KeyPath) -> dict[str, Dependency]:
         out: dict[str, Dependency] = {}
         if isinstance(value, list):
-            for name in self._names(value, path, "service"):
+            for index, name in self._indexed_names(value, path, "service"):
+                # Later checks name the dependency by key path; give it the item's line.
+                line = self.lines.get((*path, index))
+                if line is not None:
+                    self.lines.setdefault((*path, name), line)
                 out[name] = Dependency(Condition.STARTED)
             return out
         for name, item in self.mapping(value, path).items():

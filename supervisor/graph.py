@@ -99,16 +99,22 @@ class DependencyGraph:
         if cycle is not None:
             raise CycleError(cycle)
         # Longest-path layering: a service sits one level above its deepest prerequisite.
+        # Explicit stack, not recursion: a long chain must not hit the recursion limit.
         depth: dict[str, int] = {}
-
-        def depth_of(name: str) -> int:
-            if name not in depth:
-                depth[name] = 1 + max((depth_of(t) for t in edges[name]), default=-1)
-            return depth[name]
+        for root in self._deps:
+            stack = [root]
+            while stack:
+                name = stack[-1]
+                pending = [t for t in edges[name] if t not in depth]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                depth[name] = 1 + max((depth[t] for t in edges[name]), default=-1)
 
         layers: list[list[str]] = []
         for name in self._deps:
-            level = depth_of(name)
+            level = depth[name]
             while len(layers) <= level:
                 layers.append([])
             layers[level].append(name)
