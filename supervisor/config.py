@@ -197,7 +197,7 @@ class HealthTiming:
     timeout: float = 3.0
     retries: int = 3
     start_period: float = 30.0
-    start_interval: float = 0.2
+    start_interval: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ class HealthConfig:
     timeout: float = 3.0
     retries: int = 3
     start_period: float = 30.0
-    start_interval: float = 0.2
+    start_interval: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)

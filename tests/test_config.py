@@ -481,7 +481,7 @@ def test_defaults_apply_key_by_key() -> None:
     app = stack.services["app"]
     assert app.health is not None
     assert (app.health.interval, app.health.retries, app.health.timeout) == (60.0, 2, 3.0)
-    assert app.health.start_interval == 0.2
+    assert app.health.start_interval == 0.1
     assert app.restart.policy is RestartPolicy.ALWAYS
     assert (app.restart.backoff_initial, app.restart.backoff_max) == (5.0, 60.0)
     assert app.stop.signal == "SIGINT"
@@ -691,7 +691,7 @@ def test_probe_forms(body: str, probe: object) -> None:
     assert health is not None
     assert health.probe == probe
     assert (health.interval, health.timeout, health.retries) == (10.0, 3.0, 3)
-    assert (health.start_period, health.start_interval) == (30.0, 0.2)
+    assert (health.start_period, health.start_interval) == (30.0, 0.1)
 
 
 @pytest.mark.parametrize(

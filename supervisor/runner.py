@@ -1,0 +1,317 @@
+"""Runs one service: feeds its state machine events and performs the actions it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
+from supervisor.docker_api import ContainerInfo, DockerError, ImageNotFound
+from supervisor.probes import ProbeResult, ProbeTarget
+from supervisor.service import (
+    CONTAINER_UP,
+    Action,
+    BackoffElapsed,
+    CancelBackoff,
+    ContainerExited,
+    ContainerStarted,
+    ContainerStopped,
+    DependenciesMet,
+    DependencyFailed,
+    Event,
+    ProbeFailed,
+    ProbeSucceeded,
+    ScheduleBackoff,
+    ServiceMachine,
+    StartContainer,
+    StartFailed,
+    State,
+    StopContainer,
+    WaitForDependencies,
+    condition_broken,
+    condition_met,
+)
+from supervisor.spec import ContainerSpec, container_spec
+from supervisor.state_board import StateBoard
+
+log = structlog.get_logger(__name__)
+
+
+class ContainerRuntime(Protocol):
+    """The part of the Docker facade a runner uses."""
+
+    async def inspect_container(self, name_or_id: str) -> ContainerInfo | None: ...
+    async def image_present(self, image: str) -> bool: ...
+    async def pull_image(self, image: str) -> None: ...
+    async def create_container(self, spec: ContainerSpec) -> str: ...
+    async def start_container(self, container_id: str) -> None: ...
+    async def stop_container(self, container_id: str, timeout: float) -> None: ...
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None: ...
+    async def remove_container(self, container_id: str) -> None: ...
+
+
+class ProbeRunner(Protocol):
+    async def probe(self, probe: Probe, target: ProbeTarget, timeout: float) -> ProbeResult: ...
+
+
+@dataclass(frozen=True)
+class _DockerNoticed:
+    """The engine said something about our container; re-inspect before believing it."""
+
+    container_id: str
+    oom_killed: bool = False
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class _ProbeDone:
+    container_id: str
+    result: ProbeResult
+
+
+_Input = Event | _DockerNoticed | _ProbeDone
+
+
+class ServiceRunner:
+    """Owns one service's machine, its probe loop and its backoff timer."""
+
+    def __init__(
+        self,
+        stack: StackConfig,
+        service: ServiceConfig,
+        runtime: ContainerRuntime,
+        prober: ProbeRunner,
+        board: StateBoard,
+        clock: Callable[[], float],
+    ) -> None:
+        self.stack = stack
+        self.service = service
+        self.spec = container_spec(stack, service)
+        self.machine = ServiceMachine(service, since=clock())
+        self.last_probe: ProbeResult | None = None
+        self._runtime = runtime
+        self._prober = prober
+        self._board = board
+        self._clock = clock
+        self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
+        self._address: str | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._deps_task: asyncio.Task[None] | None = None
+        self._backoff: asyncio.TimerHandle | None = None
+        self._log = log.bind(service=service.name)
+        board.publish(service.name, self.machine.state)
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    def post(self, event: _Input) -> None:
+        """Hand the runner an event; safe from any task on the loop."""
+        self._inbox.put_nowait(event)
+
+    def docker_event(self, action: str, container_id: str) -> None:
+        """Route an engine event about this service's container."""
+        if action in ("die", "destroy"):
+            self.post(_DockerNoticed(container_id, removed=action == "destroy"))
+        elif action == "oom":
+            self.post(_DockerNoticed(container_id, oom_killed=True))
+
+    def resync(self) -> None:
+        """The event stream was interrupted: check the container's real state."""
+        if self.machine.container_id:
+            self.post(_DockerNoticed(self.machine.container_id))
+
+    async def run(self) -> None:
+        """Process events until cancelled."""
+        self._watch_dependencies()
+        try:
+            while True:
+                await self._step(await self._inbox.get())
+        finally:
+            self._cancel_probes()
+            if self._deps_task is not None:
+                self._deps_task.cancel()
+            if self._backoff is not None:
+                self._backoff.cancel()
+
+    async def kill(self) -> None:
+        """Shutdown in a hurry: SIGKILL the container, whatever it is doing."""
+        if self.machine.container_id and self.machine.state not in (State.STOPPED,):
+            with contextlib.suppress(DockerError):
+                await self._runtime.kill_container(self.machine.container_id)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _step(self, item: _Input) -> None:
+        event: Event | None
+        if isinstance(item, _DockerNoticed):
+            event = await self._recheck(item)
+        elif isinstance(item, _ProbeDone):
+            event = self._probe_event(item)
+        else:
+            event = item
+        if event is not None:
+            await self._apply(event)
+
+    async def _apply(self, event: Event) -> None:
+        before = (self.machine.state, self.machine.reason)
+        actions = self.machine.handle(event, self._clock())
+        if (self.machine.state, self.machine.reason) != before:
+            self._state_changed(before[0])
+        for action in actions:
+            await self._perform(action)
+
+    def _state_changed(self, old: State) -> None:
+        m = self.machine
+        level = "warning" if m.state in (State.FAILED, State.BLOCKED, State.UNHEALTHY) else "info"
+        if m.state is State.FAILED:
+            level = "error"
+        getattr(self._log, level)(
+            "state changed", old=old.value, new=m.state.value, reason=m.reason
+        )
+        self._board.publish(self.name, m.state)
+        if m.state in CONTAINER_UP and self.service.health is not None and not m.is_job:
+            self._ensure_probing()
+        elif m.state not in CONTAINER_UP:
+            self._cancel_probes()
+
+    async def _perform(self, action: Action) -> None:
+        match action:
+            case StartContainer():
+                try:
+                    container_id = await self._start()
+                except DockerError as exc:
+                    await self._apply(StartFailed(str(exc)))
+                else:
+                    await self._apply(ContainerStarted(container_id))
+            case StopContainer(reason):
+                if self.machine.container_id:
+                    self._log.info(
+                        "stopping container", reason=reason, signal=self.service.stop.signal
+                    )
+                    try:
+                        await self._runtime.stop_container(
+                            self.machine.container_id, self.service.stop.timeout
+                        )
+                    except DockerError as exc:
+                        self._log.error("stop failed", error=str(exc))
+                self._cancel_probes()
+                await self._apply(ContainerStopped())
+            case ScheduleBackoff(delay):
+                loop = asyncio.get_running_loop()
+                self._backoff = loop.call_later(delay, self.post, BackoffElapsed())
+            case CancelBackoff():
+                if self._backoff is not None:
+                    self._backoff.cancel()
+                    self._backoff = None
+            case WaitForDependencies():
+                self._watch_dependencies()
+
+    # -- containers -----------------------------------------------------------------------
+
+    async def _start(self) -> str:
+        """Adopt, start or (re)create the container so it runs with the current config."""
+        spec = self.spec
+        info = await self._runtime.inspect_container(spec.name)
+        if info is not None and info.config_hash != spec.config_hash:
+            self._log.info("recreating container: config changed", container=info.id[:12])
+            await self._runtime.remove_container(info.id)
+            info = None
+        if info is None:
+            await self._ensure_image()
+            container_id = await self._runtime.create_container(spec)
+            self._log.info("container created", container=container_id[:12], image=spec.image)
+        else:
+            container_id = info.id
+        if info is not None and info.running:
+            self._log.info("container adopted", container=container_id[:12])
+        else:
+            await self._runtime.start_container(container_id)
+            self._log.info("container started", container=container_id[:12])
+        started = await self._runtime.inspect_container(container_id)
+        self._address = started.address if started is not None else None
+        return container_id
+
+    async def _ensure_image(self) -> None:
+        image, policy = self.service.image, self.service.pull
+        if policy is PullPolicy.ALWAYS:
+            await self._runtime.pull_image(image)
+        elif not await self._runtime.image_present(image):
+            if policy is PullPolicy.NEVER:
+                raise ImageNotFound(
+                    f"image {image}: not present locally and pull policy is 'never'"
+                )
+            await self._runtime.pull_image(image)
+
+    async def _recheck(self, noticed: _DockerNoticed) -> Event | None:
+        """Turn an engine event into a machine event only if the container really is down."""
+        if noticed.container_id != self.machine.container_id or not self.machine.container_up:
+            return None
+        info = await self._runtime.inspect_container(noticed.container_id)
+        if info is not None and info.running:
+            return None  # a stale event about a run that has since been restarted
+        if info is None:
+            return ContainerExited(None, removed=True)
+        return ContainerExited(info.exit_code, oom_killed=info.oom_killed or noticed.oom_killed)
+
+    # -- probes ---------------------------------------------------------------------------
+
+    def _probe_event(self, done: _ProbeDone) -> Event | None:
+        if done.container_id != self.machine.container_id:
+            return None
+        self.last_probe = done.result
+        if done.result.ok:
+            return ProbeSucceeded(done.result.detail)
+        if self.machine.state is not State.STARTING:
+            self._log.warning("probe failed", detail=done.result.detail)
+        return ProbeFailed(done.result.detail)
+
+    def _ensure_probing(self) -> None:
+        if self._probe_task is None or self._probe_task.done():
+            assert self.machine.container_id is not None
+            self._probe_task = asyncio.create_task(
+                self._probe_loop(self.machine.container_id), name=f"probe-{self.name}"
+            )
+
+    def _cancel_probes(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            self._probe_task = None
+
+    async def _probe_loop(self, container_id: str) -> None:
+        health = self.service.health
+        assert health is not None
+        target = ProbeTarget(container_id, self._address)
+        while True:
+            result = await self._prober.probe(health.probe, target, health.timeout)
+            self.post(_ProbeDone(container_id, result))
+            # Probe fast until the first success, then at the steady interval.
+            fast = self.machine.state is State.STARTING
+            await asyncio.sleep(health.start_interval if fast else health.interval)
+
+    # -- dependencies ---------------------------------------------------------------------
+
+    def _watch_dependencies(self) -> None:
+        if self._deps_task is not None and not self._deps_task.done():
+            return
+        self._deps_task = asyncio.create_task(self._await_dependencies(), name=f"deps-{self.name}")
+
+    async def _await_dependencies(self) -> None:
+        deps = self.service.depends_on
+
+        def verdict() -> Event | None:
+            for name in deps:
+                if condition_broken(self._board.state(name)):
+                    return DependencyFailed(name)
+            if all(condition_met(d.condition, self._board.state(n)) for n, d in deps.items()):
+                return DependenciesMet()
+            return None
+
+        event: Event = await self._board.wait_for(verdict)
+        if self.machine.state is State.PENDING:
+            self.post(event)

@@ -1,0 +1,416 @@
+"""One service's lifecycle as a pure state machine: (state, event, now) -> (state, actions).
+
+No I/O here: the runner (`runner.py`) feeds events in, performs the actions that come out, and
+supplies the time. Events are named in the past tense, actions in the imperative.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from supervisor.config import Condition, RestartPolicy, ServiceConfig, ServiceType
+
+
+class State(StrEnum):
+    """Where a service is in its life."""
+
+    PENDING = "pending"  # waiting on dependencies, or for its container to come up
+    STARTING = "starting"  # container running, inside its start period, not yet healthy
+    RUNNING = "running"  # container running; no probe (or a job at work)
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    RESTARTING = "restarting"  # stopped for a restart, waiting out the backoff
+    COMPLETED = "completed"  # a job that exited 0
+    FAILED = "failed"  # gave up: start failure, failed job, crash-loop limit
+    BLOCKED = "blocked"  # a dependency failed, so this one cannot start
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+CONTAINER_UP = frozenset({State.STARTING, State.RUNNING, State.HEALTHY, State.UNHEALTHY})
+# States in which nothing more happens until someone asks for it.
+QUIESCENT = frozenset({State.STOPPED, State.COMPLETED, State.FAILED, State.BLOCKED})
+
+
+# -- events (what happened) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependenciesMet:
+    pass
+
+
+@dataclass(frozen=True)
+class DependencyFailed:
+    dependency: str
+
+
+@dataclass(frozen=True)
+class ContainerStarted:
+    container_id: str
+
+
+@dataclass(frozen=True)
+class StartFailed:
+    error: str
+
+
+@dataclass(frozen=True)
+class ProbeSucceeded:
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeFailed:
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerExited:
+    exit_code: int | None
+    oom_killed: bool = False
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    by_operator: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerStopped:
+    pass
+
+
+@dataclass(frozen=True)
+class BackoffElapsed:
+    pass
+
+
+@dataclass(frozen=True)
+class ShutdownBegan:
+    """The daemon is stopping the whole stack: nothing is restarted from here on."""
+
+
+@dataclass(frozen=True)
+class StartRequested:
+    """An operator asked for a (stopped or failed) service to run again."""
+
+
+@dataclass(frozen=True)
+class RestartRequested:
+    reason: str
+
+
+Event = (
+    DependenciesMet
+    | DependencyFailed
+    | ContainerStarted
+    | StartFailed
+    | ProbeSucceeded
+    | ProbeFailed
+    | ContainerExited
+    | StopRequested
+    | ContainerStopped
+    | BackoffElapsed
+    | StartRequested
+    | RestartRequested
+    | ShutdownBegan
+)
+
+
+# -- actions (what to do) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    """Make sure the container exists with the current config, and start it."""
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScheduleBackoff:
+    delay: float
+
+
+@dataclass(frozen=True)
+class CancelBackoff:
+    pass
+
+
+@dataclass(frozen=True)
+class WaitForDependencies:
+    pass
+
+
+Action = StartContainer | StopContainer | ScheduleBackoff | CancelBackoff | WaitForDependencies
+
+
+def condition_met(condition: Condition, state: State) -> bool:
+    """Whether a dependency in `state` satisfies `condition`."""
+    if condition is Condition.STARTED:
+        return state in CONTAINER_UP or state is State.COMPLETED
+    if condition is Condition.HEALTHY:
+        return state is State.HEALTHY
+    return state is State.COMPLETED
+
+
+def condition_broken(state: State) -> bool:
+    """Whether a dependency in `state` will not meet any condition without an operator."""
+    return state in (State.FAILED, State.BLOCKED)
+
+
+@dataclass
+class ServiceMachine:
+    """The lifecycle of one service. `handle` is the only way in; `_move` the only state change."""
+
+    service: ServiceConfig
+    state: State = State.PENDING
+    reason: str = "waiting for dependencies"
+    since: float = 0.0
+    container_id: str | None = None
+    started_at: float | None = None
+    healthy_since: float | None = None
+    consecutive_failures: int = 0
+    restarts: int = 0
+    last_exit_code: int | None = None
+    operator_stopped: bool = False
+    shutting_down: bool = False
+    backoff_step: int = 0
+    restart_times: deque[float] = field(default_factory=deque)
+
+    @property
+    def is_job(self) -> bool:
+        return self.service.type is ServiceType.JOB
+
+    @property
+    def container_up(self) -> bool:
+        return self.state in CONTAINER_UP
+
+    def _move(self, state: State, reason: str, now: float) -> None:
+        if state is not self.state or reason != self.reason:
+            self.since = now if state is not self.state else self.since
+        self.state, self.reason = state, reason
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event; return the actions the runner must perform, in order."""
+        match event:
+            case StopRequested(by_operator):
+                return self._stop(by_operator, now)
+            case StartRequested():
+                return self._operator_start(now)
+            case RestartRequested(reason):
+                return self._operator_restart(reason, now)
+            case ShutdownBegan():
+                self.shutting_down = True
+                return []
+        handler = getattr(self, f"_in_{self.state.value}", None)
+        return handler(event, now) if handler is not None else []
+
+    # -- per-state handlers ---------------------------------------------------------------
+
+    def _in_pending(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case DependenciesMet():
+                # PENDING -> PENDING: dependencies met, the runner brings the container up
+                self._move(State.PENDING, "starting container", now)
+                return [StartContainer()]
+            case DependencyFailed(dependency):
+                # PENDING -> BLOCKED: it cannot start without that dependency
+                self._move(State.BLOCKED, f"dependency {dependency} failed", now)
+                return []
+            case ContainerStarted(container_id):
+                return self._started(container_id, now)
+            case StartFailed(error):
+                # PENDING -> FAILED: a first start that fails (pull, create) needs the operator
+                self._move(State.FAILED, error, now)
+                return []
+        return []
+
+    def _in_restarting(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case BackoffElapsed():
+                return [StartContainer()]
+            case ContainerStarted(container_id):
+                return self._started(container_id, now)
+            case StartFailed(error):
+                return self._restart(f"start failed: {error}", now, container_running=False)
+        return []
+
+    def _in_starting(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case ProbeSucceeded():
+                # STARTING -> HEALTHY: the first success ends the start period
+                self.consecutive_failures = 0
+                self.healthy_since = now
+                self._move(State.HEALTHY, "probe succeeded", now)
+                return []
+            case ProbeFailed(detail):
+                if self._in_start_period(now):
+                    return []  # failures inside start_period do not count
+                return self._probe_failed(detail, now)
+            case ContainerExited():
+                return self._exited(event, now)
+        return []
+
+    def _in_running(self, event: Event, now: float) -> list[Action]:
+        if isinstance(event, ContainerExited):
+            return self._exited(event, now)
+        return []
+
+    def _in_healthy(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case ProbeSucceeded():
+                self.consecutive_failures = 0
+                if self.healthy_since is not None and (
+                    now - self.healthy_since >= self.service.restart.reset_after
+                ):
+                    self.backoff_step = 0  # stayed healthy long enough: forget past crashes
+                return []
+            case ProbeFailed(detail):
+                return self._probe_failed(detail, now)
+            case ContainerExited():
+                return self._exited(event, now)
+        return []
+
+    def _in_unhealthy(self, event: Event, now: float) -> list[Action]:
+        match event:
+            case ProbeSucceeded():
+                # UNHEALTHY -> HEALTHY: only reachable under policy `no`, which never restarts
+                self.consecutive_failures = 0
+                self.healthy_since = now
+                self._move(State.HEALTHY, "probe succeeded", now)
+                return []
+            case ProbeFailed():
+                self.consecutive_failures += 1
+                return []
+            case ContainerExited():
+                return self._exited(event, now)
+        return []
+
+    def _in_stopping(self, event: Event, now: float) -> list[Action]:
+        if isinstance(event, ContainerStopped):
+            # STOPPING -> STOPPED
+            self._move(
+                State.STOPPED, "stopped by operator" if self.operator_stopped else "stopped", now
+            )
+            self.container_id = self.container_id  # keep it: the stopped container stays
+        return []
+
+    # -- shared moves -------------------------------------------------------------------
+
+    def _started(self, container_id: str, now: float) -> list[Action]:
+        self.container_id = container_id
+        self.started_at = now
+        self.consecutive_failures = 0
+        self.healthy_since = None
+        if self.service.health is not None and not self.is_job:
+            # -> STARTING: probe quickly until the first success
+            self._move(State.STARTING, "container started, waiting for health", now)
+        else:
+            # -> RUNNING: nothing to probe (or a job at work)
+            self._move(State.RUNNING, "container started", now)
+        return []
+
+    def _in_start_period(self, now: float) -> bool:
+        assert self.service.health is not None
+        return (
+            self.started_at is not None and now - self.started_at < self.service.health.start_period
+        )
+
+    def _probe_failed(self, detail: str, now: float) -> list[Action]:
+        assert self.service.health is not None
+        self.consecutive_failures += 1
+        if self.consecutive_failures < self.service.health.retries:
+            return []
+        # -> UNHEALTHY: `retries` consecutive failures
+        reason = f"{self.consecutive_failures} consecutive probe failures: {detail}"
+        self._move(State.UNHEALTHY, reason, now)
+        if self.service.restart.policy is RestartPolicy.NO:
+            return []
+        return self._restart(f"unhealthy ({detail})", now, container_running=True)
+
+    def _exited(self, event: ContainerExited, now: float) -> list[Action]:
+        code = event.exit_code
+        self.last_exit_code = code
+        if event.removed:
+            what = "container removed"
+        elif event.oom_killed:
+            what = "OOM-killed"
+        else:
+            what = f"exited with code {code}"
+        policy = self.service.restart.policy
+        if self.is_job and code == 0 and not event.removed:
+            # RUNNING -> COMPLETED
+            self._move(State.COMPLETED, "exited with code 0", now)
+            return []
+        failed = code != 0 or event.removed or event.oom_killed
+        if policy is RestartPolicy.NO or (policy is RestartPolicy.ON_FAILURE and not failed):
+            # -> FAILED (or STOPPED on a clean exit): the policy says leave it be
+            self._move(State.FAILED if failed else State.STOPPED, what, now)
+            return []
+        return self._restart(what, now, container_running=False)
+
+    def _restart(self, why: str, now: float, *, container_running: bool) -> list[Action]:
+        limit = self.service.restart
+        while self.restart_times and now - self.restart_times[0] > limit.limit_window:
+            self.restart_times.popleft()
+        stop: list[Action] = [StopContainer(why)] if container_running else []
+        if self.shutting_down:
+            # -> STOPPED: the stack is going down; a restart now would only be undone
+            self._move(State.STOPPED, f"{why} during shutdown", now)
+            return stop
+        if len(self.restart_times) >= limit.limit_count:
+            # -> FAILED: crash loop; loud, and never retried on its own
+            self._move(
+                State.FAILED,
+                f"crash loop: {len(self.restart_times)} restarts within "
+                f"{limit.limit_window:g}s, last: {why}",
+                now,
+            )
+            return stop
+        self.restart_times.append(now)
+        self.restarts += 1
+        delay = min(limit.backoff_initial * 2**self.backoff_step, limit.backoff_max)
+        self.backoff_step += 1
+        # -> RESTARTING: stop (if still up), wait out the backoff, start again
+        self._move(State.RESTARTING, f"{why}; restart {self.restarts} in {delay:g}s", now)
+        return [*stop, ScheduleBackoff(delay)]
+
+    def _stop(self, by_operator: bool, now: float) -> list[Action]:
+        self.operator_stopped = by_operator
+        if self.state in CONTAINER_UP:
+            # -> STOPPING
+            self._move(State.STOPPING, "stopping", now)
+            return [StopContainer("stop requested")]
+        if self.state is State.RESTARTING:
+            # RESTARTING -> STOPPING: drop the pending restart, make sure nothing runs
+            self._move(State.STOPPING, "stopping", now)
+            return [CancelBackoff(), StopContainer("stop requested")]
+        if self.state in (State.PENDING, State.BLOCKED):
+            # PENDING -> STOPPED: never started
+            self._move(State.STOPPED, "stopped before it started", now)
+        return []
+
+    def _operator_start(self, now: float) -> list[Action]:
+        if self.state not in (State.STOPPED, State.FAILED, State.BLOCKED, State.COMPLETED):
+            return []
+        # -> PENDING: an operator asked for it; forget the crash history
+        self.operator_stopped = False
+        self.backoff_step = 0
+        self.restart_times.clear()
+        self._move(State.PENDING, "waiting for dependencies", now)
+        return [WaitForDependencies()]
+
+    def _operator_restart(self, reason: str, now: float) -> list[Action]:
+        if self.state in CONTAINER_UP:
+            # -> RESTARTING without backoff: asked for, not a crash
+            self._move(State.RESTARTING, reason, now)
+            return [StopContainer(reason), StartContainer()]
+        return self._operator_start(now)

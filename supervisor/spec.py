@@ -1,0 +1,156 @@
+"""What to ask Docker for: container, network and volume specs derived from the config.
+
+Pure functions; the Docker adapter turns these into Engine API calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from supervisor.config import ServiceConfig, StackConfig, config_hash
+
+LABEL_PROJECT = "io.ovpn-supervisor.project"
+LABEL_SERVICE = "io.ovpn-supervisor.service"
+LABEL_CONFIG_HASH = "io.ovpn-supervisor.config-hash"
+
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume or bind mount as Docker sees it (volume names already prefixed)."""
+
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A container port published on the host."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    host_port: int | None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one service's container."""
+
+    name: str
+    service: str
+    image: str
+    command: tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
+    environment: Mapping[str, str]
+    user: str | None
+    working_dir: str | None
+    labels: Mapping[str, str]
+    stop_signal: str
+    stop_timeout: float
+    volume_mounts: tuple[Mount, ...]
+    bind_mounts: tuple[Mount, ...]
+    ports: tuple[PublishedPort, ...]
+    networks: tuple[str, ...]
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def config_hash(self) -> str:
+        return self.labels[LABEL_CONFIG_HASH]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A project network."""
+
+    name: str
+    driver: str
+    internal: bool
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A project named volume."""
+
+    name: str
+    driver: str
+    labels: Mapping[str, str]
+
+
+def resource_name(project: str, name: str) -> str:
+    """Docker name of a project object: `<project>-<name>`."""
+    return f"{project}-{name}"
+
+
+def project_labels(project: str) -> dict[str, str]:
+    return {LABEL_PROJECT: project}
+
+
+def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
+    """The container a service runs in, labelled with its config hash."""
+    project = stack.project
+    labels = {
+        **service.labels,
+        LABEL_PROJECT: project,
+        LABEL_SERVICE: service.name,
+        LABEL_CONFIG_HASH: config_hash(stack, service),
+    }
+    volume_mounts: list[Mount] = []
+    bind_mounts: list[Mount] = []
+    for mount in service.volumes:
+        if mount.kind == "volume":
+            volume_mounts.append(
+                Mount(resource_name(project, mount.source), mount.target, mount.read_only)
+            )
+        else:
+            bind_mounts.append(Mount(mount.source, mount.target, mount.read_only))
+    for secret in service.secrets:
+        # Compose's file-backed secrets: a read-only bind at /run/secrets/<name>.
+        bind_mounts.append(
+            Mount(str(stack.secrets[secret].file), f"{SECRETS_DIR}/{secret}", read_only=True)
+        )
+    ports = tuple(
+        PublishedPort(p.container_port, p.protocol, p.host_ip or "", p.host_port)
+        for p in service.ports
+    )
+    return ContainerSpec(
+        name=resource_name(project, service.name),
+        service=service.name,
+        image=service.image,
+        command=service.command,
+        entrypoint=service.entrypoint,
+        environment=dict(service.environment),
+        user=service.user,
+        working_dir=service.working_dir,
+        labels=labels,
+        stop_signal=service.stop.signal,
+        stop_timeout=service.stop.timeout,
+        volume_mounts=tuple(volume_mounts),
+        bind_mounts=tuple(bind_mounts),
+        ports=ports,
+        networks=tuple(resource_name(project, n) for n in service.networks),
+        aliases=(service.name,),
+    )
+
+
+def network_specs(stack: StackConfig) -> list[NetworkSpec]:
+    return [
+        NetworkSpec(
+            resource_name(stack.project, name),
+            net.driver,
+            net.internal,
+            project_labels(stack.project),
+        )
+        for name, net in stack.networks.items()
+    ]
+
+
+def volume_specs(stack: StackConfig) -> list[VolumeSpec]:
+    return [
+        VolumeSpec(resource_name(stack.project, name), vol.driver, project_labels(stack.project))
+        for name, vol in stack.volumes.items()
+    ]

@@ -1,0 +1,153 @@
+"""The whole stack: bring it up in dependency order, watch it, stop it in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from supervisor.config import StackConfig
+from supervisor.docker_api import ContainerEvent, DockerError, DockerRuntime, StreamReset
+from supervisor.probes import Prober
+from supervisor.runner import ServiceRunner
+from supervisor.service import QUIESCENT, ShutdownBegan, State, StopRequested
+from supervisor.spec import network_specs, resource_name, volume_specs
+from supervisor.state_board import StateBoard
+
+log = structlog.get_logger(__name__)
+
+# A safety net under the event stream: how often every container is re-inspected.
+RESYNC_INTERVAL = 30.0
+
+
+class StackError(Exception):
+    """The stack could not be brought up (networks, volumes)."""
+
+
+class Stack:
+    """Runs every service of one config; `run` returns once the stack has been stopped."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        runtime: DockerRuntime,
+        prober: Prober,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.graph = config.graph()
+        self.board = StateBoard()
+        self._runtime = runtime
+        self.runners = {
+            name: ServiceRunner(config, service, runtime, prober, self.board, clock)
+            for name, service in config.services.items()
+        }
+        self._events_connected = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+        """Start everything, supervise until `stop` is set, then stop in reverse order."""
+        await self._prepare()
+        async with asyncio.TaskGroup() as group:
+            watcher = group.create_task(self._watch_events(), name="docker-events")
+            # Subscribe before anything starts, so a job that exits at once is still seen.
+            await self._events_connected.wait()
+            runners = [
+                group.create_task(r.run(), name=f"runner-{r.name}") for r in self.runners.values()
+            ]
+            resync = group.create_task(self._resync_periodically(), name="resync")
+            await stop.wait()
+            await self._shutdown(hurry)
+            for task in (watcher, resync, *runners):
+                task.cancel()
+
+    async def _prepare(self) -> None:
+        try:
+            for net in network_specs(self.config):
+                if await self._runtime.ensure_network(net):
+                    log.info("network created", network=net.name)
+            for vol in volume_specs(self.config):
+                if await self._runtime.ensure_volume(vol):
+                    log.info("volume created", volume=vol.name)
+        except DockerError as exc:
+            raise StackError(str(exc)) from exc
+
+    async def _watch_events(self) -> None:
+        async for event in self._runtime.events(self.config.project):
+            if isinstance(event, StreamReset):
+                self._events_connected.set()
+                if event.reconnected:
+                    log.info("docker event stream reconnected; re-inspecting containers")
+                    self._resync()
+            elif isinstance(event, ContainerEvent) and event.service in self.runners:
+                self.runners[event.service].docker_event(event.action, event.container_id)
+
+    async def _resync_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_INTERVAL)
+            self._resync()
+
+    def _resync(self) -> None:
+        for runner in self.runners.values():
+            runner.resync()
+
+    async def _shutdown(self, hurry: asyncio.Event) -> None:
+        """Stop each service only after everything that depends on it has stopped."""
+        log.info("stopping stack", services=len(self.runners))
+        stopped = {name: asyncio.Event() for name in self.runners}
+        for runner in self.runners.values():
+            runner.post(ShutdownBegan())
+
+        async def stop_one(name: str) -> None:
+            for dependent in self.graph.dependents_of(name):
+                await stopped[dependent].wait()
+            self.runners[name].post(StopRequested())
+            await self.board.wait_for(lambda: True if self.board.state(name) in QUIESCENT else None)
+            stopped[name].set()
+
+        async def kill_on_hurry() -> None:
+            await hurry.wait()
+            log.warning("second stop signal: killing what is left without waiting")
+            for runner in self.runners.values():
+                if runner.machine.state not in QUIESCENT:
+                    await runner.kill()
+
+        async with asyncio.TaskGroup() as group:
+            killer = group.create_task(kill_on_hurry())
+            stops = [group.create_task(stop_one(name)) for name in self.runners]
+            await asyncio.gather(*stops)
+            killer.cancel()
+        log.info("stack stopped")
+
+    def states(self) -> dict[str, State]:
+        return self.board.snapshot()
+
+
+async def remove_stack(
+    config: StackConfig, runtime: DockerRuntime, *, volumes: bool = False
+) -> None:
+    """`down`: stop (reverse order) and remove the project's containers and networks.
+
+    Named volumes hold the databases and the PKI: they go only when asked for explicitly.
+    """
+    containers = {c.service: c for c in await runtime.list_project_containers(config.project)}
+    for level in config.graph().reverse_levels():
+        await asyncio.gather(
+            *(
+                runtime.stop_container(containers[name].id, config.services[name].stop.timeout)
+                for name in level
+                if name in containers and containers[name].running
+            )
+        )
+    for info in containers.values():
+        await runtime.remove_container(info.id)
+        log.info("container removed", service=info.service, container=info.id[:12])
+    for net in await runtime.list_project_networks(config.project):
+        with contextlib.suppress(DockerError):
+            await runtime.remove_network(net)
+    if volumes:
+        for name in config.volumes:
+            await runtime.remove_volume(resource_name(config.project, name))
+            log.warning("volume removed", volume=resource_name(config.project, name))
