@@ -11,7 +11,7 @@ from pathlib import Path
 
 from supervisor import __version__
 from supervisor.config import ConfigError, StackConfig, load_config
-from supervisor.daemon import run_daemon
+from supervisor.daemon import Component, run_daemon
 from supervisor.docker_api import DockerError, DockerRuntime
 from supervisor.logs import configure_logging
 from supervisor.stack import remove_stack
@@ -67,7 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EX_CONFIG
-    return asyncio.run(run_daemon(config))
+    # What runs beside the stack for the daemon's lifetime (API server, systemd notifier).
+    components: list[Component] = []
+    return asyncio.run(run_daemon(_config_path(args), config, components=components))
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from supervisor.config import StackConfig
+from supervisor import __version__
+from supervisor.config import ConfigError, StackConfig, load_config
 from supervisor.docker_api import DockerRuntime, DockerUnavailable
 from supervisor.probes import Prober
+from supervisor.service import State
 from supervisor.stack import Stack, StackError
+from supervisor.status import Observers, ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+
+
+class DaemonState(StrEnum):
+    WAITING_FOR_DOCKER = "waiting-for-docker"
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
 
 
 @dataclass
@@ -33,6 +49,86 @@ class ShutdownIntent:
         if self.stop.is_set():
             self.hurry.set()
         self.stop.set()
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did, or why it was refused."""
+
+    ok: bool
+    at: float  # wall-clock epoch seconds
+    message: str
+    errors: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+def file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+class Supervisor(StackObserver):
+    """The running daemon: what the API, the CLI and systemd talk to."""
+
+    def __init__(self, config_path: Path, config: StackConfig, runtime: DockerRuntime) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.config_digest = file_digest(config_path)
+        self.runtime = runtime
+        self.version = __version__
+        self.started_monotonic = time.monotonic()
+        self.state = DaemonState.WAITING_FOR_DOCKER
+        self.docker_connected = False
+        self.last_reload: ReloadResult | None = None
+        self.intent = ShutdownIntent()
+        self.stack: Stack | None = None
+        # Components register here before the stack exists; the stack reports through it.
+        self.observers = Observers()
+        self.observers.add(self)
+
+    def service_changed(self, status: ServiceStatus, old: State) -> None:
+        if (
+            self.state is DaemonState.STARTING
+            and self.stack is not None
+            and self.stack.target_reached()
+        ):
+            self.state = DaemonState.RUNNING
+            log.info("stack up", services=len(self.stack.runners))
+
+    def stack_stopping(self) -> None:
+        self.state = DaemonState.STOPPING
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    async def reload(self) -> ReloadResult:
+        """Re-read and validate the config; an invalid one is refused and the old one stays."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            result = ReloadResult(
+                ok=False,
+                at=time.time(),
+                message="config invalid; the running config stays in force",
+                errors=tuple(str(p) for p in exc.problems),
+            )
+            log.error("reload refused", errors=list(result.errors))
+        else:
+            result = ReloadResult(ok=True, at=time.time(), message="config valid")
+            self.config_digest = file_digest(self.config_path)
+            log.info("reload checked", project=new.project)
+        self.last_reload = result
+        return result
+
+
+# Something that runs beside the stack for the daemon's lifetime (the API server, the systemd
+# notifier): given the supervisor, an async context manager entered before the stack starts.
+Component = Callable[[Supervisor], AbstractAsyncContextManager[Any]]
 
 
 async def wait_for_docker(
@@ -57,36 +153,47 @@ async def wait_for_docker(
 
 
 async def run_daemon(
+    config_path: Path,
     config: StackConfig,
     *,
     runtime: DockerRuntime | None = None,
+    components: Sequence[Component] = (),
     shutdown_trigger: Callable[[ShutdownIntent], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     """Run the stack until SIGTERM/SIGINT (or the injected trigger); return the exit code."""
-    intent = ShutdownIntent()
+    supervisor = Supervisor(config_path, config, runtime or DockerRuntime())
+    intent = supervisor.intent
     loop = asyncio.get_running_loop()
     if shutdown_trigger is None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, intent.request)
-    runtime = runtime or DockerRuntime()
     trigger = (
         asyncio.create_task(shutdown_trigger(intent), name="shutdown-trigger")
         if shutdown_trigger is not None
         else None
     )
-    log.info("starting", project=config.project, services=len(config.services))
+    log.info("starting", project=config.project, services=len(config.services), version=__version__)
     try:
-        if not await wait_for_docker(runtime, intent.stop):
-            return EXIT_OK
-        async with Prober(runtime) as prober:
-            await Stack(config, runtime, prober).run(intent.stop, intent.hurry)
+        async with AsyncExitStack() as running:
+            for component in components:
+                await running.enter_async_context(component(supervisor))
+            if not await wait_for_docker(supervisor.runtime, intent.stop):
+                return EXIT_OK
+            supervisor.docker_connected = True
+            async with Prober(supervisor.runtime) as prober:
+                supervisor.stack = Stack(
+                    config, supervisor.runtime, prober, observers=supervisor.observers
+                )
+                supervisor.state = DaemonState.STARTING
+                await supervisor.stack.run(intent.stop, intent.hurry)
     except StackError as exc:
         log.error("stack could not start", error=str(exc))
         return EXIT_FAILURE
     finally:
+        supervisor.state = DaemonState.STOPPING
         if trigger is not None:
             trigger.cancel()
-        await runtime.close()
+        await supervisor.runtime.close()
         if shutdown_trigger is None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,6 +39,7 @@ from supervisor.service import (
 )
 from supervisor.spec import ContainerSpec, container_spec
 from supervisor.state_board import StateBoard
+from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +90,7 @@ class ServiceRunner:
         prober: ProbeRunner,
         board: StateBoard,
         clock: Callable[[], float],
+        observer: StackObserver,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -98,6 +101,7 @@ class ServiceRunner:
         self._prober = prober
         self._board = board
         self._clock = clock
+        self._observer = observer
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
         self._address: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -109,6 +113,26 @@ class ServiceRunner:
     @property
     def name(self) -> str:
         return self.service.name
+
+    def status(self) -> ServiceStatus:
+        """A snapshot for the API, metrics and systemd."""
+        m = self.machine
+        return ServiceStatus(
+            name=self.name,
+            type=self.service.type.value,
+            image=self.service.image,
+            state=m.state,
+            reason=m.reason,
+            since=time.time() - (self._clock() - m.since),
+            container_id=m.container_id,
+            restarts=m.restarts,
+            last_exit_code=m.last_exit_code,
+            last_probe=self.last_probe,
+            has_probe=self.service.health is not None and not m.is_job,
+            blocked_by=m.blocked_by,
+            operator_stopped=m.operator_stopped,
+            environment_keys=tuple(sorted(self.service.environment)),
+        )
 
     def post(self, event: _Input) -> None:
         """Hand the runner an event; safe from any task on the loop."""
@@ -175,6 +199,9 @@ class ServiceRunner:
             "state changed", old=old.value, new=m.state.value, reason=m.reason
         )
         self._board.publish(self.name, m.state)
+        self._observer.service_changed(self.status(), old)
+        if m.state is State.RESTARTING and m.last_restart_cause is not None:
+            self._observer.restart_issued(self.name, m.last_restart_cause)
         if m.state in CONTAINER_UP and self.service.health is not None and not m.is_job:
             self._ensure_probing()
         elif m.state not in CONTAINER_UP:
@@ -183,11 +210,13 @@ class ServiceRunner:
     async def _perform(self, action: Action) -> None:
         match action:
             case StartContainer():
+                began = self._clock()
                 try:
                     container_id = await self._start()
                 except DockerError as exc:
                     await self._apply(StartFailed(str(exc)))
                 else:
+                    self._observer.container_started(self.name, self._clock() - began)
                     await self._apply(ContainerStarted(container_id))
             case StopContainer(reason):
                 if self.machine.container_id:
@@ -265,6 +294,7 @@ class ServiceRunner:
         if done.container_id != self.machine.container_id:
             return None
         self.last_probe = done.result
+        self._observer.probe_done(self.name, done.result)
         if done.result.ok:
             return ProbeSucceeded(done.result.detail)
         if self.machine.state is not State.STARTING:

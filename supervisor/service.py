@@ -29,6 +29,18 @@ class State(StrEnum):
     STOPPED = "stopped"
 
 
+class RestartCause(StrEnum):
+    """Why a restart was issued; a bounded set, fit for a metric label."""
+
+    EXITED = "exited"
+    OOM = "oom"
+    REMOVED = "removed"
+    UNHEALTHY = "unhealthy"
+    START_FAILED = "start-failed"
+    OPERATOR = "operator"
+    DEPENDENCY = "dependency"
+
+
 CONTAINER_UP = frozenset({State.STARTING, State.RUNNING, State.HEALTHY, State.UNHEALTHY})
 # States in which nothing more happens until someone asks for it.
 QUIESCENT = frozenset({State.STOPPED, State.COMPLETED, State.FAILED, State.BLOCKED})
@@ -102,6 +114,7 @@ class StartRequested:
 @dataclass(frozen=True)
 class RestartRequested:
     reason: str
+    cause: RestartCause = RestartCause.OPERATOR
 
 
 Event = (
@@ -182,6 +195,8 @@ class ServiceMachine:
     last_exit_code: int | None = None
     operator_stopped: bool = False
     shutting_down: bool = False
+    blocked_by: str | None = None
+    last_restart_cause: RestartCause | None = None
     backoff_step: int = 0
     restart_times: deque[float] = field(default_factory=deque)
 
@@ -205,8 +220,8 @@ class ServiceMachine:
                 return self._stop(by_operator, now)
             case StartRequested():
                 return self._operator_start(now)
-            case RestartRequested(reason):
-                return self._operator_restart(reason, now)
+            case RestartRequested(reason, cause):
+                return self._operator_restart(reason, cause, now)
             case ShutdownBegan():
                 self.shutting_down = True
                 return []
@@ -223,6 +238,7 @@ class ServiceMachine:
                 return [StartContainer()]
             case DependencyFailed(dependency):
                 # PENDING -> BLOCKED: it cannot start without that dependency
+                self.blocked_by = dependency
                 self._move(State.BLOCKED, f"dependency {dependency} failed", now)
                 return []
             case ContainerStarted(container_id):
@@ -240,7 +256,12 @@ class ServiceMachine:
             case ContainerStarted(container_id):
                 return self._started(container_id, now)
             case StartFailed(error):
-                return self._restart(f"start failed: {error}", now, container_running=False)
+                return self._restart(
+                    f"start failed: {error}",
+                    RestartCause.START_FAILED,
+                    now,
+                    container_running=False,
+                )
         return []
 
     def _in_starting(self, event: Event, now: float) -> list[Action]:
@@ -334,17 +355,19 @@ class ServiceMachine:
         self._move(State.UNHEALTHY, reason, now)
         if self.service.restart.policy is RestartPolicy.NO:
             return []
-        return self._restart(f"unhealthy ({detail})", now, container_running=True)
+        return self._restart(
+            f"unhealthy ({detail})", RestartCause.UNHEALTHY, now, container_running=True
+        )
 
     def _exited(self, event: ContainerExited, now: float) -> list[Action]:
         code = event.exit_code
         self.last_exit_code = code
         if event.removed:
-            what = "container removed"
+            what, cause = "container removed", RestartCause.REMOVED
         elif event.oom_killed:
-            what = "OOM-killed"
+            what, cause = "OOM-killed", RestartCause.OOM
         else:
-            what = f"exited with code {code}"
+            what, cause = f"exited with code {code}", RestartCause.EXITED
         policy = self.service.restart.policy
         if self.is_job and code == 0 and not event.removed:
             # RUNNING -> COMPLETED
@@ -355,9 +378,11 @@ class ServiceMachine:
             # -> FAILED (or STOPPED on a clean exit): the policy says leave it be
             self._move(State.FAILED if failed else State.STOPPED, what, now)
             return []
-        return self._restart(what, now, container_running=False)
+        return self._restart(what, cause, now, container_running=False)
 
-    def _restart(self, why: str, now: float, *, container_running: bool) -> list[Action]:
+    def _restart(
+        self, why: str, cause: RestartCause, now: float, *, container_running: bool
+    ) -> list[Action]:
         limit = self.service.restart
         while self.restart_times and now - self.restart_times[0] > limit.limit_window:
             self.restart_times.popleft()
@@ -377,6 +402,7 @@ class ServiceMachine:
             return stop
         self.restart_times.append(now)
         self.restarts += 1
+        self.last_restart_cause = cause
         delay = min(limit.backoff_initial * 2**self.backoff_step, limit.backoff_max)
         self.backoff_step += 1
         # -> RESTARTING: stop (if still up), wait out the backoff, start again
@@ -403,13 +429,15 @@ class ServiceMachine:
             return []
         # -> PENDING: an operator asked for it; forget the crash history
         self.operator_stopped = False
+        self.blocked_by = None
         self.backoff_step = 0
         self.restart_times.clear()
         self._move(State.PENDING, "waiting for dependencies", now)
         return [WaitForDependencies()]
 
-    def _operator_restart(self, reason: str, now: float) -> list[Action]:
+    def _operator_restart(self, reason: str, cause: RestartCause, now: float) -> list[Action]:
         if self.state in CONTAINER_UP:
+            self.last_restart_cause = cause
             # -> RESTARTING without backoff: asked for, not a crash
             self._move(State.RESTARTING, reason, now)
             return [StopContainer(reason), StartContainer()]

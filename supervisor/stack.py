@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from enum import StrEnum
 
 import structlog
 
@@ -13,14 +14,28 @@ from supervisor.config import StackConfig
 from supervisor.docker_api import ContainerEvent, DockerError, DockerRuntime, StreamReset
 from supervisor.probes import Prober
 from supervisor.runner import ServiceRunner
-from supervisor.service import QUIESCENT, ShutdownBegan, State, StopRequested
+from supervisor.service import (
+    QUIESCENT,
+    RestartRequested,
+    ShutdownBegan,
+    StartRequested,
+    State,
+    StopRequested,
+)
 from supervisor.spec import network_specs, resource_name, volume_specs
 from supervisor.state_board import StateBoard
+from supervisor.status import Observers, ServiceStatus
 
 log = structlog.get_logger(__name__)
 
 # A safety net under the event stream: how often every container is re-inspected.
 RESYNC_INTERVAL = 30.0
+
+
+class OperatorCommand(StrEnum):
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
 
 
 class StackError(Exception):
@@ -36,13 +51,15 @@ class Stack:
         runtime: DockerRuntime,
         prober: Prober,
         clock: Callable[[], float] = time.monotonic,
+        observers: Observers | None = None,
     ) -> None:
         self.config = config
         self.graph = config.graph()
         self.board = StateBoard()
         self._runtime = runtime
+        self.observers = observers or Observers()
         self.runners = {
-            name: ServiceRunner(config, service, runtime, prober, self.board, clock)
+            name: ServiceRunner(config, service, runtime, prober, self.board, clock, self.observers)
             for name, service in config.services.items()
         }
         self._events_connected = asyncio.Event()
@@ -96,6 +113,7 @@ class Stack:
     async def _shutdown(self, hurry: asyncio.Event) -> None:
         """Stop each service only after everything that depends on it has stopped."""
         log.info("stopping stack", services=len(self.runners))
+        self.observers.stack_stopping()
         stopped = {name: asyncio.Event() for name in self.runners}
         for runner in self.runners.values():
             runner.post(ShutdownBegan())
@@ -123,6 +141,25 @@ class Stack:
 
     def states(self) -> dict[str, State]:
         return self.board.snapshot()
+
+    def statuses(self) -> list[ServiceStatus]:
+        """Every service, in config order."""
+        return [runner.status() for runner in self.runners.values()]
+
+    def target_reached(self) -> bool:
+        """Long-running services healthy (or running, without a probe), jobs completed."""
+        return all(s.up_to_target for s in self.statuses())
+
+    def request(self, service: str, command: OperatorCommand) -> None:
+        """An operator's start, stop or restart of one service. KeyError for an unknown name."""
+        runner = self.runners[service]
+        match command:
+            case OperatorCommand.STOP:
+                runner.post(StopRequested(by_operator=True))
+            case OperatorCommand.START:
+                runner.post(StartRequested())
+            case OperatorCommand.RESTART:
+                runner.post(RestartRequested("restart requested by operator"))
 
 
 async def remove_stack(
