@@ -123,6 +123,7 @@ class Supervisor(StackObserver):
             self.config_digest = file_digest(self.config_path)
             log.info("reload checked", project=new.project)
         self.last_reload = result
+        self.observers.reload_done(result.ok, result.at)
         return result
 
 

@@ -57,6 +57,9 @@ class StackObserver:
     def stack_stopping(self) -> None:
         """The daemon began stopping the whole stack."""
 
+    def reload_done(self, ok: bool, at: float) -> None:
+        """A config reload was applied (ok) or refused; `at` is wall-clock epoch seconds."""
+
 
 class Observers(StackObserver):
     """Fans every notification out to the registered observers."""
@@ -86,6 +89,10 @@ class Observers(StackObserver):
     def restart_issued(self, service: str, cause: RestartCause) -> None:
         for o in self._observers:
             o.restart_issued(service, cause)
+
+    def reload_done(self, ok: bool, at: float) -> None:
+        for o in self._observers:
+            o.reload_done(ok, at)
 
 
 def summarize(statuses: list[ServiceStatus]) -> str:
