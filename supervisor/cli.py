@@ -1,4 +1,4 @@
-"""The `ovpn-supervisor` command: run | check | down."""
+"""The `ovpn-supervisor` command: run | check | down | import-compose."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
-from supervisor.config import ConfigError, StackConfig, load_config
+from supervisor.compose import load_compose, load_stack
+from supervisor.config import ConfigError, StackConfig
 from supervisor.daemon import Component, run_daemon
 from supervisor.docker_api import DockerError, DockerRuntime
 from supervisor.logs import configure_logging
@@ -27,15 +28,20 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _load(args: argparse.Namespace) -> StackConfig | None:
     try:
-        return load_config(_config_path(args))
+        # A Compose file is detected and converted with the same code as import-compose.
+        return load_stack(_config_path(args))
     except ConfigError as exc:
-        print(f"invalid config {_config_path(args)}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(f"invalid config {_config_path(args)}:", exc)
         return None
 
 
 def start_plan(config: StackConfig) -> list[str]:
+def _print_problems(heading: str, exc: ConfigError) -> None:
+    print(heading, file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
     """Human-readable start plan: one line per dependency level."""
     lines = []
     for index, level in enumerate(config.graph().levels()):
@@ -93,6 +99,29 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+def cmd_import_compose(args: argparse.Namespace) -> int:
+    """Convert a Compose file; the report goes to stderr, the config to -o or stdout."""
+    source = Path(args.compose_file)
+    output = Path(args.output) if args.output else None
+    out_dir = output.absolute().parent if output else Path.cwd()
+    env_file = Path(args.env_file) if args.env_file else None
+    try:
+        # Converted and validated exactly as `check` would read the written file.
+        _, result = load_compose(source, env_file=env_file, lenient=args.lenient, out_dir=out_dir)
+    except ConfigError as exc:
+        _print_problems(f"cannot import {source}:", exc)
+        return EX_CONFIG
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    text = result.yaml_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output} ({len(result.config['services'])} services)", file=sys.stderr)
+    return 0
+
+
     parser = argparse.ArgumentParser(
         prog="ovpn-supervisor", description="Supervise the OIDC VPN Manager container stack."
     )
@@ -121,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     down.set_defaults(func=cmd_down)
     return parser
+    imp = commands.add_parser(
+        "import-compose", help="convert a Docker Compose file to an ovpn-supervisor config"
+    )
+    imp.add_argument("compose_file", help="the Compose file, e.g. docker-compose.yml")
+    imp.add_argument(
+        "--env-file", help="variables for ${VAR} interpolation (default: .env beside the file)"
+    )
+    imp.add_argument("-o", "--output", help="write the config here (default: stdout)")
+    imp.add_argument(
+        "--lenient",
+        action="store_true",
+        help="drop keys that cannot be honoured, with a warning, instead of failing",
+    )
+    imp.set_defaults(func=cmd_import_compose)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

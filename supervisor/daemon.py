@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 
 from supervisor import __version__
-from supervisor.config import ConfigError, StackConfig, load_config
+from supervisor.compose import load_stack
+from supervisor.config import ConfigError, StackConfig
 from supervisor.docker_api import DockerRuntime, DockerUnavailable
 from supervisor.probes import Prober
 from supervisor.service import State
@@ -109,7 +110,7 @@ class Supervisor(StackObserver):
     async def reload(self) -> ReloadResult:
         """Re-read and validate the config; an invalid one is refused and the old one stays."""
         try:
-            new = load_config(self.config_path)
+            new = load_stack(self.config_path)  # our config, or a Compose file
         except ConfigError as exc:
             result = ReloadResult(
                 ok=False,
