@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
+from supervisor.api import ApiSetupError, api_component
 from supervisor.compose import load_compose, load_stack
 from supervisor.config import ConfigError, StackConfig
 from supervisor.daemon import Component, run_daemon
 from supervisor.docker_api import DockerError, DockerRuntime
 from supervisor.logs import configure_logging
+from supervisor.remote_commands import add_commands
 from supervisor.stack import remove_stack
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
@@ -74,8 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EX_CONFIG
     # What runs beside the stack for the daemon's lifetime (API server, systemd notifier).
-    components: list[Component] = []
-    return asyncio.run(run_daemon(_config_path(args), config, components=components))
+    components: list[Component] = [api_component]
+    try:
+        return asyncio.run(run_daemon(_config_path(args), config, components=components))
+    except ApiSetupError as exc:
+        print(f"cannot serve the API: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -149,6 +155,7 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
         "--volumes", action="store_true", help="also remove named volumes (deletes their data)"
     )
     down.set_defaults(func=cmd_down)
+    add_commands(add, _config_path)
     return parser
     imp = commands.add_parser(
         "import-compose", help="convert a Docker Compose file to an ovpn-supervisor config"

@@ -19,7 +19,7 @@ import re
 import shlex
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -52,15 +52,19 @@ __all__ = [
     "ServiceType",
     "StackConfig",
     "StopConfig",
+    "SystemdConfig",
     "VolumeConfig",
     "VolumeMount",
     "config_hash",
+    "load_api_config",
     "load_config",
     "parse_config",
     "parse_duration",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
+DEFAULT_SOCKET_MODE = 0o660
+UNIX_SCHEME = "unix://"
 RESERVED_LABEL_PREFIX = "io.ovpn-supervisor."
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -323,10 +327,34 @@ class SecretConfig:
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """The status API: "host:port" or "unix:///path"; optional bearer token file."""
+    """The status API: "host:port" or "unix:///path"; optional bearer token file.
+
+    `socket_mode` / `socket_group` apply to a unix socket only (its permissions are the gate).
+    """
 
     listen: str = DEFAULT_LISTEN
     token_file: Path | None = None
+    socket_mode: int = DEFAULT_SOCKET_MODE
+    socket_group: str | None = None
+
+    @property
+    def unix_path(self) -> Path | None:
+        """The socket's path for a unix:// address, else None."""
+        return (
+            Path(self.listen[len(UNIX_SCHEME) :]) if self.listen.startswith(UNIX_SCHEME) else None
+        )
+
+    @property
+    def loopback(self) -> bool:
+        """True for a unix socket or a TCP address on the loopback interface."""
+        return self.unix_path is not None or is_loopback_host(self.listen.rpartition(":")[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SystemdConfig:
+    """How the daemon talks to systemd: READY=1 comes at the latest after `startup_timeout`."""
+
+    startup_timeout: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +374,7 @@ class StackConfig:
     version: int = 1
     project: str
     api: ApiConfig = field(default_factory=ApiConfig)
+    systemd: SystemdConfig = field(default_factory=SystemdConfig)
     defaults: Defaults = field(default_factory=Defaults)
     networks: Mapping[str, NetworkConfig] = field(default_factory=_empty_map)
     volumes: Mapping[str, VolumeConfig] = field(default_factory=_empty_map)
@@ -452,6 +481,20 @@ def parse_config(
     return stack
 
 
+def load_api_config(path: str | os.PathLike[str]) -> ApiConfig:
+    """Read only the `api` section of a config file (for the CLI); ConfigError if invalid."""
+    source = Path(path).absolute()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read config: {exc}", str(source))]) from exc
+    parser = _Parser(source, source.parent)
+    api = parser.parse_api(text)
+    if parser.problems:
+        raise ConfigError(parser.problems)
+    return api
+
+
 # Key paths: mapping keys as str, sequence indexes as int.
 KeyPath = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -489,7 +532,17 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-_TOP_KEYS = ("version", "project", "api", "defaults", "networks", "volumes", "secrets", "services")
+_TOP_KEYS = (
+    "version",
+    "project",
+    "api",
+    "systemd",
+    "defaults",
+    "networks",
+    "volumes",
+    "secrets",
+    "services",
+)
 _SERVICE_KEYS = (
     "image",
     "type",
@@ -550,6 +603,16 @@ class _Parser:
     # ---------------------------------------------------------------- YAML
 
     def parse(self, text: str) -> StackConfig | None:
+        data = self.document(text)
+        return None if data is None else self._stack(data)
+
+    def parse_api(self, text: str) -> ApiConfig:
+        """Only the `api` section (the CLI must not need to read the stack's secret files)."""
+        data = self.document(text) or {}
+        return self._api(self.mapping(data.get("api"), ("api",)))
+
+    def document(self, text: str) -> dict[str, Any] | None:
+        """The YAML as a mapping, indexed by key path; None (with a problem) if it is not one."""
         loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
@@ -571,7 +634,7 @@ class _Parser:
         if not isinstance(data, dict):
             self.problem((), f"the top level must be a mapping, got {_kind(data)}")
             return None
-        return self._stack(data)
+        return data
 
     def _index(self, node: yaml.Node, path: KeyPath, active: set[int]) -> None:
         """Record each node's line and raw scalar text; report duplicate keys."""
@@ -772,6 +835,7 @@ class _Parser:
                     "(lowercase letters, digits, '_', '.', '-'; starting with a letter or digit)",
                 )
         api = self._api(self.mapping(data.get("api"), ("api",)))
+        systemd = self._systemd(self.mapping(data.get("systemd"), ("systemd",)))
         defaults = self._defaults(self.mapping(data.get("defaults"), ("defaults",)))
         networks = self._named(data, "networks", self._network)
         volumes = self._named(data, "volumes", self._volume)
@@ -801,6 +865,7 @@ class _Parser:
             version=version,
             project=project,
             api=api,
+            systemd=systemd,
             defaults=defaults,
             networks=networks,
             volumes=volumes,
@@ -846,17 +911,54 @@ class _Parser:
 
     def _api(self, data: dict[str, Any]) -> ApiConfig:
         path: KeyPath = ("api",)
-        self.keys(data, path, ("listen", "token_file"))
+        self.keys(data, path, ("listen", "token_file", "socket_mode", "socket_group"))
         listen = self.optional(data, "listen", path, self.string)
         if listen is not None and not _valid_listen(listen):
             self.problem(
                 (*path, "listen"),
                 f"invalid address {listen!r} (use HOST:PORT or unix:///absolute/path)",
             )
+            listen = None
         token = self.optional(data, "token_file", path, self.string)
-        return ApiConfig(
-            listen=listen or DEFAULT_LISTEN,
-            token_file=self.resolve(token) if token else None,
+        api = ApiConfig(
+            listen=listen or DEFAULT_LISTEN, token_file=self.resolve(token) if token else None
+        )
+        if not api.loopback and api.token_file is None:
+            # Anyone on the network could restart the VPN stack: never without a token.
+            self.problem(
+                (*path, "listen"),
+                f"{api.listen!r} is not a loopback address: set api.token_file as well",
+            )
+        mode, group = data.get("socket_mode"), data.get("socket_group")
+        if api.unix_path is None:
+            for key in ("socket_mode", "socket_group"):
+                if data.get(key) is not None:
+                    self.problem((*path, key), "applies only to a unix:///path listen address")
+            return api
+        return replace(
+            api,
+            socket_mode=self._socket_mode(mode, (*path, "socket_mode")),
+            socket_group=None
+            if group is None
+            else self.scalar_text(group, (*path, "socket_group")),
+        )
+
+    def _socket_mode(self, value: object, path: KeyPath) -> int:
+        """An octal permission such as "0660" (quoted or not); default 0660."""
+        if value is None:
+            return DEFAULT_SOCKET_MODE
+        text = self.scalar_text(value, path) or ""
+        if not re.fullmatch(r"0?[0-7]{3}", text):
+            self.problem(path, f"invalid mode {text!r} (use an octal mode such as 0660)")
+            return DEFAULT_SOCKET_MODE
+        return int(text, 8)
+
+    def _systemd(self, data: dict[str, Any]) -> SystemdConfig:
+        path: KeyPath = ("systemd",)
+        self.keys(data, path, ("startup_timeout",))
+        base = SystemdConfig()
+        return SystemdConfig(
+            startup_timeout=self._dur(data, "startup_timeout", path, base.startup_timeout)
         )
 
     def _defaults(self, data: dict[str, Any]) -> Defaults:
@@ -1481,8 +1583,18 @@ def _valid_ip(text: str) -> bool:
     return True
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP literals ("127.0.0.1", "[::1]")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _valid_listen(text: str) -> bool:
-    if text.startswith("unix://"):
-        return text[len("unix://") :].startswith("/")
+    if text.startswith(UNIX_SCHEME):
+        return text[len(UNIX_SCHEME) :].startswith("/")
     host, sep, port = text.rpartition(":")
     return bool(sep and host and port.isdigit() and 1 <= int(port) <= 65535)

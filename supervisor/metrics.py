@@ -1,0 +1,133 @@
+"""Prometheus metrics: the daemon's own CollectorRegistry, fed as a StackObserver.
+
+Per-service state and health are read from the stack at scrape time (never stale, and a service
+that left the config leaves the output); counters and histograms are fed by the observer calls.
+Labels stay bounded: service names come from the config, reasons from `RestartCause`.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from supervisor.probes import ProbeResult
+from supervisor.service import State
+from supervisor.status import RestartCause, ServiceStatus, StackObserver
+
+PREFIX = "ovpn_supervisor"
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class _StackCollector(Collector):
+    """Service state (one gauge per state) and health, read from the stack when scraped."""
+
+    def __init__(self, statuses: Callable[[], Sequence[ServiceStatus]]) -> None:
+        self._statuses = statuses
+
+    def collect(self) -> Iterable[Metric]:
+        state = GaugeMetricFamily(
+            f"{PREFIX}_service_state",
+            "1 for the state the service is in, 0 for the others.",
+            labels=["service", "state"],
+        )
+        healthy = GaugeMetricFamily(
+            f"{PREFIX}_service_healthy",
+            "1 when the service is where it should be (healthy, running, or a completed job).",
+            labels=["service"],
+        )
+        for status in self._statuses():
+            for candidate in State:
+                state.add_metric([status.name, candidate.value], float(candidate is status.state))
+            healthy.add_metric([status.name], float(status.up_to_target))
+        yield state
+        yield healthy
+
+
+class SupervisorMetrics(StackObserver):
+    """Every metric the daemon exports; `render()` gives the Prometheus text format."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        statuses: Callable[[], Sequence[ServiceStatus]],
+        docker_connected: Callable[[], bool],
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.registry.register(_StackCollector(statuses))
+        self.restarts = Counter(
+            f"{PREFIX}_restarts",
+            "Restarts decided by the supervisor, by cause.",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.probe_duration = Histogram(
+            f"{PREFIX}_probe_duration_seconds",
+            "Health probe duration, failed probes included.",
+            ["service"],
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
+        self.probe_failures = Counter(
+            f"{PREFIX}_probe_failures", "Failed health probes.", ["service"], registry=r
+        )
+        self.start_duration = Histogram(
+            f"{PREFIX}_container_start_duration_seconds",
+            "Time to bring a container up (adopt, start, or create and start).",
+            ["service"],
+            buckets=START_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter(
+            f"{PREFIX}_config_reloads", "Config reloads, by result.", ["result"], registry=r
+        )
+        self.last_reload = Gauge(
+            f"{PREFIX}_config_last_successful_reload_timestamp_seconds",
+            "Wall-clock time of the last successful config reload (0: none yet).",
+            registry=r,
+        )
+        connected = Gauge(
+            f"{PREFIX}_docker_connected", "1 while the Docker Engine is reachable.", registry=r
+        )
+        connected.set_function(lambda: float(docker_connected()))
+        Info(f"{PREFIX}_build", "Version of the running daemon.", registry=r).info(
+            {"version": version, "python": platform.python_version()}
+        )
+        # Both results exist from the start, so `rate()` sees the first reload.
+        for result in ("applied", "refused"):
+            self.reloads.labels(result)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    # -- StackObserver --------------------------------------------------------------------
+
+    def probe_done(self, service: str, result: ProbeResult) -> None:
+        self.probe_duration.labels(service).observe(result.latency)
+        if not result.ok:
+            self.probe_failures.labels(service).inc()
+
+    def container_started(self, service: str, seconds: float) -> None:
+        self.start_duration.labels(service).observe(seconds)
+
+    def restart_issued(self, service: str, cause: RestartCause) -> None:
+        self.restarts.labels(service, cause.value).inc()
+
+    def reload_done(self, ok: bool, at: float) -> None:
+        self.reloads.labels("applied" if ok else "refused").inc()
+        if ok:
+            self.last_reload.set(at)

@@ -1,0 +1,229 @@
+"""The status API's OpenAPI 3 document, written by hand to match `api.py`'s answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.service import State
+
+_NULLABLE_STR = {"type": "string", "nullable": True}
+_NULLABLE_INT = {"type": "integer", "nullable": True}
+
+
+def _object(properties: dict[str, Any], nullable: bool = False) -> dict[str, Any]:
+    """A closed object: every property required, no others allowed."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    if nullable:
+        schema["nullable"] = True
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_ERRORS = {
+    "400": _json("Error", "Malformed request (e.g. an invalid service name)"),
+    "401": _json("Error", "Missing or wrong bearer token"),
+    "403": _json("Error", "Not allowed (no token configured for mutations over TCP)"),
+    "404": _json("Error", "No such service or path"),
+    "405": _json("Error", "Method not allowed"),
+}
+
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+    "description": "Service name from the config",
+}
+
+
+def _command(verb: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"{verb.capitalize()} one service",
+            "operationId": f"{verb}Service",
+            "security": [{"bearer": []}],
+            "parameters": [_NAME],
+            "responses": {
+                "202": _json("CommandAccepted", "Accepted; watch the service's state"),
+                "409": _json("Error", "The daemon is not supervising a stack right now"),
+                **_ERRORS,
+            },
+        }
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _object({"error": {"type": "string"}, "message": {"type": "string"}}),
+    "Probe": _object(
+        {
+            "ok": {"type": "boolean"},
+            "detail": {"type": "string"},
+            "status": _NULLABLE_INT,
+            "latency_seconds": {"type": "number"},
+            "at": {"type": "number", "description": "epoch seconds"},
+        },
+        nullable=True,
+    ),
+    "Service": _object(
+        {
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["service", "job"]},
+            "image": {"type": "string"},
+            "state": {"type": "string", "enum": [s.value for s in State]},
+            "health": {
+                "type": "string",
+                "enum": ["healthy", "unhealthy", "starting", "unknown", "none"],
+            },
+            "up_to_target": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "since": {"type": "number", "description": "epoch seconds of the last state change"},
+            "container_id": _NULLABLE_STR,
+            "restarts": {"type": "integer"},
+            "last_exit_code": _NULLABLE_INT,
+            "last_probe": _ref("Probe"),
+            "blocked_by": _NULLABLE_STR,
+            "operator_stopped": {"type": "boolean"},
+            "environment_keys": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
+    "ReloadResult": _object(
+        {
+            "ok": {"type": "boolean"},
+            "at": {"type": "number"},
+            "message": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "string"}},
+            "added": {"type": "array", "items": {"type": "string"}},
+            "removed": {"type": "array", "items": {"type": "string"}},
+            "changed": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
+    "Daemon": _object(
+        {
+            "state": {"type": "string"},
+            "version": {"type": "string"},
+            "pid": {"type": "integer"},
+            "uptime_seconds": {"type": "number"},
+            "config_file": {"type": "string"},
+            "config_digest": {"type": "string"},
+            "docker_connected": {"type": "boolean"},
+            "last_reload": {**_ref("ReloadResult"), "nullable": True},
+            "summary": {"type": "string"},
+            "all_up": {"type": "boolean"},
+        }
+    ),
+    "Status": _object(
+        {"daemon": _ref("Daemon"), "services": {"type": "array", "items": _ref("Service")}}
+    ),
+    "CommandAccepted": _object(
+        {
+            "service": {"type": "string"},
+            "action": {"type": "string", "enum": ["start", "stop", "restart"]},
+            "accepted": {"type": "boolean"},
+            "state": {"type": "string"},
+        }
+    ),
+    "Health": _object(
+        {
+            "ok": {"type": "boolean"},
+            "loop_lag_seconds": {"type": "number"},
+            "docker_connected": {"type": "boolean"},
+        }
+    ),
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "ovpn-supervisor local API",
+        "version": "1",
+        "description": "Status and control of the supervised stack. Over TCP, POST needs "
+        "`Authorization: Bearer <token>`; over the unix socket, file permissions are the gate. "
+        "Environment values and secrets never appear, only environment keys.",
+    },
+    "paths": {
+        "/v1/status": {
+            "get": {
+                "summary": "The daemon and every service",
+                "operationId": "getStatus",
+                "responses": {"200": _json("Status", "Daemon and services"), **_ERRORS},
+            }
+        },
+        "/v1/services/{name}": {
+            "get": {
+                "summary": "One service",
+                "operationId": "getService",
+                "parameters": [_NAME],
+                "responses": {"200": _json("Service", "The service"), **_ERRORS},
+            }
+        },
+        "/v1/services/{name}/restart": _command("restart"),
+        "/v1/services/{name}/stop": _command("stop"),
+        "/v1/services/{name}/start": _command("start"),
+        "/v1/reload": {
+            "post": {
+                "summary": "Re-read the config and apply the difference",
+                "operationId": "reload",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _json("ReloadResult", "Applied"),
+                    "409": _json("Error", "The daemon is stopping"),
+                    "422": _json("ReloadResult", "Refused: the running config stays in force"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The daemon's own liveness: event loop responsive, Docker reachable",
+                "operationId": "healthz",
+                "responses": {
+                    "200": _json("Health", "Alive"),
+                    "503": _json("Health", "Loop stalled or Docker unreachable"),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3 document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}

@@ -1,0 +1,133 @@
+"""CLI subcommands that talk to the running daemon: status, start, stop, restart, reload.
+
+The daemon's address comes from `--api`, else from `api.listen` in the config (only the `api`
+section is read, so no access to the stack's secret files is needed), else the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from supervisor.client import ApiClient, ApiRefused, ClientError, DaemonUnreachable, read_token_file
+from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config
+from supervisor.status_table import reload_report, render
+
+EX_NOT_UP = 1  # status: something is not where it should be; reload: refused
+EX_UNREACHABLE = 3  # no daemon answers (the LSB "program is not running" code)
+EX_REFUSED = 4  # the daemon refused the request (token, unknown service, not supervising)
+EX_CONFIG = 78
+RELOAD_TIMEOUT = 600.0  # applying a reload may recreate containers
+
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def _client(args: argparse.Namespace, config_path: Path, config_given: bool) -> ApiClient:
+    """Where the daemon listens and which token to send."""
+    address, token_file = args.api, args.token_file
+    if address is None:
+        if config_given or config_path.exists():
+            api = load_api_config(config_path)
+            address = api.listen
+            token_file = token_file or api.token_file
+        else:
+            address = DEFAULT_LISTEN
+    token = None
+    if token_file is not None and not address.startswith("unix://"):
+        try:
+            token = read_token_file(Path(token_file))
+        except ClientError:
+            # Reading is allowed to fail: GETs need no token; a POST then says why it failed.
+            if args.token_file is not None:
+                raise
+    return ApiClient(address, token)
+
+
+def _run(
+    args: argparse.Namespace,
+    config_path: Path,
+    config_given: bool,
+    call: Callable[[ApiClient], int],
+) -> int:
+    try:
+        return call(_client(args, config_path, config_given))
+    except ConfigError as exc:
+        print(f"invalid config {config_path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except DaemonUnreachable as exc:
+        print(f"ovpn-supervisor: {exc}", file=sys.stderr)
+        return EX_UNREACHABLE
+    except ApiRefused as exc:
+        hint = ""
+        if exc.status == 401:
+            hint = " (check --token-file or api.token_file)"
+        print(f"ovpn-supervisor: the daemon refused: {exc}{hint}", file=sys.stderr)
+        return EX_REFUSED
+    except ClientError as exc:
+        print(f"ovpn-supervisor: {exc}", file=sys.stderr)
+        return EX_REFUSED
+
+
+def _status(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        status: dict[str, Any] = client.get("/v1/status")
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            print(render(status, colour=colour))
+        return 0 if status["daemon"]["all_up"] else EX_NOT_UP
+
+    return call
+
+
+def _command(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        answer = client.request(
+            "POST", f"/v1/services/{args.service}/{args.command}", accept=(202,)
+        )
+        print(f"{args.command} {args.service}: accepted (was {answer['state']})")
+        return 0
+
+    return call
+
+
+def _reload(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        result = client.request("POST", "/v1/reload", accept=(200, 422), timeout=RELOAD_TIMEOUT)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(reload_report(result))
+        return 0 if result["ok"] else EX_NOT_UP
+
+    return call
+
+
+def add_commands(add: AddCommand, config_path: Callable[[argparse.Namespace], Path]) -> None:
+    """Register the daemon-facing subcommands; `add` gives them --config like the others."""
+
+    def sub(name: str, help_text: str, action: Callable[..., Callable[[ApiClient], int]]) -> Any:
+        parser = add(name, help_text)
+        parser.add_argument("--api", help="daemon address, HOST:PORT or unix:///path")
+        parser.add_argument("--token-file", help="bearer token file (default: api.token_file)")
+
+        def func(args: argparse.Namespace) -> int:
+            return _run(args, config_path(args), args.config is not None, action(args))
+
+        parser.set_defaults(func=func)
+        return parser
+
+    status = sub("status", "show the daemon and every service; non-zero unless all up", _status)
+    status.add_argument("--json", action="store_true", help="the API's JSON, for scripts")
+    for verb in ("start", "stop", "restart"):
+        sub(verb, f"{verb} one service", _command).add_argument("service")
+    reload = sub("reload", "re-read the config and apply it; non-zero if refused", _reload)
+    reload.add_argument("--json", action="store_true", help="the result as JSON")
