@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
 from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
-from supervisor.docker_api import ContainerInfo, DockerError, ImageNotFound
+from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.probes import ProbeResult, ProbeTarget
 from supervisor.service import (
     CONTAINER_UP,
@@ -76,7 +76,14 @@ class _ProbeDone:
     result: ProbeResult
 
 
-_Input = Event | _DockerNoticed | _ProbeDone
+@dataclass(frozen=True)
+class _Retry:
+    """Perform an action again (after the engine came back)."""
+
+    action: Action
+
+
+_Input = Event | _DockerNoticed | _ProbeDone | _Retry
 
 
 class ServiceRunner:
@@ -107,6 +114,8 @@ class ServiceRunner:
         self._probe_task: asyncio.Task[None] | None = None
         self._deps_task: asyncio.Task[None] | None = None
         self._backoff: asyncio.TimerHandle | None = None
+        # Set by the stack at start-up when this job's dependents are already running.
+        self.adopt_completed_job = False
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -155,7 +164,13 @@ class ServiceRunner:
         self._watch_dependencies()
         try:
             while True:
-                await self._step(await self._inbox.get())
+                item = await self._inbox.get()
+                try:
+                    await self._step(item)
+                except Exception:
+                    # One bad step must not take the whole daemon down; the periodic resync
+                    # and the next event give the machine another look.
+                    self._log.exception("runner step failed", item=type(item).__name__)
         finally:
             self._cancel_probes()
             if self._deps_task is not None:
@@ -177,34 +192,35 @@ class ServiceRunner:
             event = await self._recheck(item)
         elif isinstance(item, _ProbeDone):
             event = self._probe_event(item)
+        elif isinstance(item, _Retry):
+            if self.machine.state in (State.PENDING, State.RESTARTING):
+                await self._perform(item.action)
+            return
         else:
             event = item
         if event is not None:
             await self._apply(event)
 
     async def _apply(self, event: Event) -> None:
-        before = (self.machine.state, self.machine.reason)
         actions = self.machine.handle(event, self._clock())
-        if (self.machine.state, self.machine.reason) != before:
-            self._state_changed(before[0])
+        for old, new, reason in self.machine.take_transitions():
+            self._state_changed(old, new, reason)
         for action in actions:
             await self._perform(action)
 
-    def _state_changed(self, old: State) -> None:
+    def _state_changed(self, old: State, new: State, reason: str) -> None:
         m = self.machine
-        level = "warning" if m.state in (State.FAILED, State.BLOCKED, State.UNHEALTHY) else "info"
-        if m.state is State.FAILED:
+        level = "warning" if new in (State.BLOCKED, State.UNHEALTHY) else "info"
+        if new is State.FAILED:
             level = "error"
-        getattr(self._log, level)(
-            "state changed", old=old.value, new=m.state.value, reason=m.reason
-        )
-        self._board.publish(self.name, m.state)
-        self._observer.service_changed(self.status(), old)
-        if m.state is State.RESTARTING and m.last_restart_cause is not None:
+        getattr(self._log, level)("state changed", old=old.value, new=new.value, reason=reason)
+        self._board.publish(self.name, new)
+        self._observer.service_changed(replace(self.status(), state=new, reason=reason), old)
+        if new is State.RESTARTING and old is not State.RESTARTING and m.last_restart_cause:
             self._observer.restart_issued(self.name, m.last_restart_cause)
-        if m.state in CONTAINER_UP and self.service.health is not None and not m.is_job:
+        if new in CONTAINER_UP and self.service.health is not None and not m.is_job:
             self._ensure_probing()
-        elif m.state not in CONTAINER_UP:
+        elif new not in CONTAINER_UP:
             self._cancel_probes()
 
     async def _perform(self, action: Action) -> None:
@@ -212,12 +228,19 @@ class ServiceRunner:
             case StartContainer():
                 began = self._clock()
                 try:
-                    container_id = await self._start()
+                    container_id, completed = await self._start()
+                except DockerUnavailable as exc:
+                    # Not the service's fault: wait for the engine, then try again.
+                    self._log.warning("engine unavailable; start deferred", error=str(exc))
+                    await self._await_engine()
+                    self.post(_Retry(action))
                 except DockerError as exc:
                     await self._apply(StartFailed(str(exc)))
                 else:
                     self._observer.container_started(self.name, self._clock() - began)
                     await self._apply(ContainerStarted(container_id))
+                    if completed:
+                        await self._apply(ContainerExited(0))
             case StopContainer(reason):
                 if self.machine.container_id:
                     self._log.info(
@@ -243,14 +266,30 @@ class ServiceRunner:
 
     # -- containers -----------------------------------------------------------------------
 
-    async def _start(self) -> str:
-        """Adopt, start or (re)create the container so it runs with the current config."""
+    async def _start(self) -> tuple[str, bool]:
+        """Adopt, start or (re)create the container so it runs with the current config.
+
+        Returns the container id and whether it is a job adopted as already completed.
+        """
         spec = self.spec
         info = await self._runtime.inspect_container(spec.name)
         if info is not None and info.config_hash != spec.config_hash:
             self._log.info("recreating container: config changed", container=info.id[:12])
+            if info.running:
+                await self._runtime.stop_container(info.id, self.service.stop.timeout)
             await self._runtime.remove_container(info.id)
             info = None
+        if (
+            info is not None
+            and self.adopt_completed_job
+            and not info.running
+            and info.exit_code == 0
+        ):
+            # Its dependents are running from before the daemon restarted: running the job
+            # again would only repeat work they already rely on.
+            self.adopt_completed_job = False
+            self._log.info("completed job adopted", container=info.id[:12])
+            return info.id, True
         if info is None:
             await self._ensure_image()
             container_id = await self._runtime.create_container(spec)
@@ -264,7 +303,7 @@ class ServiceRunner:
             self._log.info("container started", container=container_id[:12])
         started = await self._runtime.inspect_container(container_id)
         self._address = started.address if started is not None else None
-        return container_id
+        return container_id, False
 
     async def _ensure_image(self) -> None:
         image, policy = self.service.image, self.service.pull
@@ -281,12 +320,28 @@ class ServiceRunner:
         """Turn an engine event into a machine event only if the container really is down."""
         if noticed.container_id != self.machine.container_id or not self.machine.container_up:
             return None
-        info = await self._runtime.inspect_container(noticed.container_id)
+        try:
+            info = await self._runtime.inspect_container(noticed.container_id)
+        except DockerError as exc:
+            # The engine is away; the stream's reconnect triggers another recheck.
+            self._log.warning("cannot inspect container", error=str(exc))
+            return None
         if info is not None and info.running:
             return None  # a stale event about a run that has since been restarted
         if info is None:
             return ContainerExited(None, removed=True)
         return ContainerExited(info.exit_code, oom_killed=info.oom_killed or noticed.oom_killed)
+
+    async def _await_engine(self, initial: float = 0.5, maximum: float = 10.0) -> None:
+        delay = initial
+        while True:
+            try:
+                await self._runtime.inspect_container(self.spec.name)
+            except DockerUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, maximum)
+            else:
+                return
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -343,5 +398,5 @@ class ServiceRunner:
             return None
 
         event: Event = await self._board.wait_for(verdict)
-        if self.machine.state is State.PENDING:
+        if self.machine.state in (State.PENDING, State.RESTARTING):
             self.post(event)

@@ -199,6 +199,7 @@ class ServiceMachine:
     last_restart_cause: RestartCause | None = None
     backoff_step: int = 0
     restart_times: deque[float] = field(default_factory=deque)
+    transitions: list[tuple[State, State, str]] = field(default_factory=list)
 
     @property
     def is_job(self) -> bool:
@@ -209,9 +210,17 @@ class ServiceMachine:
         return self.state in CONTAINER_UP
 
     def _move(self, state: State, reason: str, now: float) -> None:
-        if state is not self.state or reason != self.reason:
-            self.since = now if state is not self.state else self.since
+        if state is self.state and reason == self.reason:
+            return
+        self.transitions.append((self.state, state, reason))
+        if state is not self.state:
+            self.since = now
         self.state, self.reason = state, reason
+
+    def take_transitions(self) -> list[tuple[State, State, str]]:
+        """The (old, new, reason) moves made since the last call, in order."""
+        moves, self.transitions = self.transitions, []
+        return moves
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply one event; return the actions the runner must perform, in order."""
@@ -252,7 +261,17 @@ class ServiceMachine:
     def _in_restarting(self, event: Event, now: float) -> list[Action]:
         match event:
             case BackoffElapsed():
+                # Backoff over: start again only once dependencies meet their conditions, so a
+                # stack that went down together (dockerd restart) comes back in order.
+                self._move(State.RESTARTING, "waiting for dependencies", now)
+                return [WaitForDependencies()]
+            case DependenciesMet():
                 return [StartContainer()]
+            case DependencyFailed(dependency):
+                # RESTARTING -> BLOCKED
+                self.blocked_by = dependency
+                self._move(State.BLOCKED, f"dependency {dependency} failed", now)
+                return []
             case ContainerStarted(container_id):
                 return self._started(container_id, now)
             case StartFailed(error):
@@ -373,10 +392,12 @@ class ServiceMachine:
             # RUNNING -> COMPLETED
             self._move(State.COMPLETED, "exited with code 0", now)
             return []
-        failed = code != 0 or event.removed or event.oom_killed
+        # A long-running service that exits unasked has failed, whatever its code (an
+        # out-of-band `docker stop` may well exit 0); a job fails only on a non-zero code.
+        failed = code != 0 or event.removed or event.oom_killed or not self.is_job
         if policy is RestartPolicy.NO or (policy is RestartPolicy.ON_FAILURE and not failed):
-            # -> FAILED (or STOPPED on a clean exit): the policy says leave it be
-            self._move(State.FAILED if failed else State.STOPPED, what, now)
+            # -> FAILED: the policy says leave it be
+            self._move(State.FAILED, what, now)
             return []
         return self._restart(what, cause, now, container_running=False)
 

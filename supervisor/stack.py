@@ -11,6 +11,7 @@ from enum import StrEnum
 import structlog
 
 from supervisor.config import StackConfig
+from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.docker_api import ContainerEvent, DockerError, DockerRuntime, StreamReset
 from supervisor.probes import Prober
 from supervisor.runner import ServiceRunner
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 # A safety net under the event stream: how often every container is re-inspected.
 RESYNC_INTERVAL = 30.0
+# A container whose service left the config has no stop timeout of its own any more.
+DEFAULT_ORPHAN_STOP_TIMEOUT = 10.0
 
 
 class OperatorCommand(StrEnum):
@@ -63,10 +66,19 @@ class Stack:
             for name, service in config.services.items()
         }
         self._events_connected = asyncio.Event()
+        self.observers.add(
+            DependencyRestarts(
+                lambda: self.config.services,
+                lambda: self.graph,
+                self.board.state,
+                lambda name, event: self.runners[name].post(event),
+            )
+        )
 
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
         """Start everything, supervise until `stop` is set, then stop in reverse order."""
         await self._prepare()
+        await self._survey()
         async with asyncio.TaskGroup() as group:
             watcher = group.create_task(self._watch_events(), name="docker-events")
             # Subscribe before anything starts, so a job that exits at once is still seen.
@@ -90,6 +102,27 @@ class Stack:
                     log.info("volume created", volume=vol.name)
         except DockerError as exc:
             raise StackError(str(exc)) from exc
+
+    async def _survey(self) -> None:
+        """Look at what the project already has running before starting anything (adoption)."""
+        try:
+            existing = await self._runtime.list_project_containers(self.config.project)
+        except DockerError as exc:
+            raise StackError(str(exc)) from exc
+        running = {c.service for c in existing if c.running}
+        for info in existing:
+            if info.service in self.runners:
+                continue
+            log.info("removing container of a service no longer configured", service=info.service)
+            try:
+                if info.running:
+                    await self._runtime.stop_container(info.id, DEFAULT_ORPHAN_STOP_TIMEOUT)
+                await self._runtime.remove_container(info.id)
+            except DockerError as exc:
+                log.error("could not remove container", service=info.service, error=str(exc))
+        for name, runner in self.runners.items():
+            if runner.machine.is_job and self.graph.transitive_dependents(name) & running:
+                runner.adopt_completed_job = True
 
     async def _watch_events(self) -> None:
         async for event in self._runtime.events(self.config.project):

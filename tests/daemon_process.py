@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,18 @@ def demo_config(project: str, **service_overrides: dict[str, Any]) -> dict[str, 
     return config
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def write_config(directory: Path, config: dict[str, Any]) -> Path:
+    """Write the config; without an `api` section the daemon gets a free loopback port, so
+    daemons of tests running side by side never fight over the default 9180."""
+    config.setdefault("api", {"listen": f"127.0.0.1:{free_port()}"})
     path = directory / "supervisor.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -17,6 +17,7 @@ from supervisor.service import (
     DependencyFailed,
     ProbeFailed,
     ProbeSucceeded,
+    RestartCause,
     RestartRequested,
     ScheduleBackoff,
     ServiceMachine,
@@ -146,11 +147,12 @@ def test_unhealthy_stays_under_policy_no_and_recovers() -> None:
     assert m.state is State.HEALTHY
 
 
-def test_restarting_starts_again_after_backoff() -> None:
+def test_restarting_waits_for_dependencies_after_backoff_then_starts() -> None:
     m = healthy(ServiceMachine(service()))
     m.handle(ContainerExited(1), 2)
     assert m.state is State.RESTARTING
-    assert m.handle(BackoffElapsed(), 3) == [StartContainer()]
+    assert m.handle(BackoffElapsed(), 3) == [WaitForDependencies()]
+    assert m.handle(DependenciesMet(), 3) == [StartContainer()]
     m.handle(ContainerStarted("c1"), 3)
     assert m.state is State.STARTING
     assert m.restarts == 1
@@ -207,10 +209,29 @@ def test_exit_under_policy_no_fails() -> None:
     assert m.last_exit_code == 3
 
 
-def test_clean_exit_under_on_failure_is_stopped_not_restarted() -> None:
+def test_unasked_clean_exit_of_a_service_is_a_failure_under_on_failure() -> None:
     m = started(ServiceMachine(service(probe=False)))
-    assert m.handle(ContainerExited(0), 1) == []
-    assert m.state is State.STOPPED
+    assert ScheduleBackoff(1.0) in m.handle(ContainerExited(0), 1)
+    assert m.state is State.RESTARTING
+
+
+def test_restarting_to_blocked_when_a_dependency_failed_meanwhile() -> None:
+    m = started(ServiceMachine(service()))
+    m.handle(ContainerExited(1), 1)
+    m.handle(BackoffElapsed(), 2)
+    m.handle(DependencyFailed("db"), 2)
+    assert m.state is State.BLOCKED
+    assert m.blocked_by == "db"
+
+
+def test_start_failure_while_restarting_backs_off_again() -> None:
+    m = started(ServiceMachine(service()))
+    m.handle(ContainerExited(1), 1)
+    m.handle(BackoffElapsed(), 2)
+    m.handle(DependenciesMet(), 2)
+    actions = m.handle(StartFailed("engine said no"), 2)
+    assert actions == [ScheduleBackoff(2.0)]
+    assert m.last_restart_cause is RestartCause.START_FAILED
 
 
 def test_oom_kill_is_a_failure_and_restarts() -> None:
