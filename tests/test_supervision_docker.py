@@ -1,4 +1,4 @@
-"""Keeping the stack alive against the real engine: crashes, out-of-band changes, health, adoption."""
+"""Keeping the stack alive on the real engine: crashes, out-of-band changes, health, adoption."""
 
 from __future__ import annotations
 
