@@ -18,6 +18,7 @@ from supervisor.docker_api import DockerError, DockerRuntime
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
 from supervisor.stack import remove_stack
+from supervisor.systemd import systemd_component
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
 CONFIG_ENV = "OVPN_SUPERVISOR_CONFIG"
@@ -37,13 +38,13 @@ def _load(args: argparse.Namespace) -> StackConfig | None:
         return None
 
 
-def start_plan(config: StackConfig) -> list[str]:
 def _print_problems(heading: str, exc: ConfigError) -> None:
     print(heading, file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
 
 
+def start_plan(config: StackConfig) -> list[str]:
     """Human-readable start plan: one line per dependency level."""
     lines = []
     for index, level in enumerate(config.graph().levels()):
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EX_CONFIG
     # What runs beside the stack for the daemon's lifetime (API server, systemd notifier).
-    components: list[Component] = [api_component]
+    components: list[Component] = [api_component, systemd_component()]
     try:
         return asyncio.run(run_daemon(_config_path(args), config, components=components))
     except ApiSetupError as exc:
@@ -104,7 +105,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return asyncio.run(down())
 
 
-def build_parser() -> argparse.ArgumentParser:
 def cmd_import_compose(args: argparse.Namespace) -> int:
     """Convert a Compose file; the report goes to stderr, the config to -o or stdout."""
     source = Path(args.compose_file)
@@ -128,6 +128,7 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovpn-supervisor", description="Supervise the OIDC VPN Manager container stack."
     )
@@ -156,7 +157,6 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     )
     down.set_defaults(func=cmd_down)
     add_commands(add, _config_path)
-    return parser
     imp = commands.add_parser(
         "import-compose", help="convert a Docker Compose file to an ovpn-supervisor config"
     )
@@ -171,6 +171,7 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
         help="drop keys that cannot be honoured, with a warning, instead of failing",
     )
     imp.set_defaults(func=cmd_import_compose)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

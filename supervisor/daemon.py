@@ -109,6 +109,7 @@ class Supervisor(StackObserver):
 
     async def reload(self) -> ReloadResult:
         """Re-read and validate the config; an invalid one is refused and the old one stays."""
+        self.observers.reload_started()
         try:
             new = load_stack(self.config_path)  # our config, or a Compose file
         except ConfigError as exc:

@@ -163,7 +163,12 @@ class DockerRuntime:
 
     async def ping(self) -> None:
         """Raise DockerUnavailable unless the engine answers."""
-        await self._call("ping", self._api.ping)
+        # `self._api` inside the thread: creating the client already talks to the engine, so
+        # an absent engine must fail there (DockerUnavailable), not on the loop as a crash.
+        def ping() -> None:
+            self._api.ping()
+
+        await self._call("ping", ping)
 
     # -- images -------------------------------------------------------------------------
 

@@ -57,6 +57,9 @@ class StackObserver:
     def stack_stopping(self) -> None:
         """The daemon began stopping the whole stack."""
 
+    def reload_started(self) -> None:
+        """A config reload began (systemd: RELOADING=1)."""
+
     def reload_done(self, ok: bool, at: float) -> None:
         """A config reload was applied (ok) or refused; `at` is wall-clock epoch seconds."""
 
@@ -89,6 +92,10 @@ class Observers(StackObserver):
     def restart_issued(self, service: str, cause: RestartCause) -> None:
         for o in self._observers:
             o.restart_issued(service, cause)
+
+    def reload_started(self) -> None:
+        for o in self._observers:
+            o.reload_started()
 
     def reload_done(self, ok: bool, at: float) -> None:
         for o in self._observers:
