@@ -401,15 +401,15 @@ async def serve(
     app: web.Application, config: ApiConfig, ping: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[web.AppRunner]:
     """Serve `app` on the configured address until the context exits."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     unix = config.unix_path
+    # Bind first: only a socket this daemon bound is ever removed (never another's, nor a file).
+    sock = bind_unix_socket(unix, config.socket_mode, config.socket_group) if unix else None
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
+        await runner.setup()
         site: web.BaseSite
-        if unix is not None:
-            site = web.SockSite(
-                runner, bind_unix_socket(unix, config.socket_mode, config.socket_group)
-            )
+        if sock is not None:
+            site = web.SockSite(runner, sock)
         else:
             host, _, port = config.listen.rpartition(":")
             site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
@@ -426,7 +426,8 @@ async def serve(
                 watcher.cancel()
     finally:
         await runner.cleanup()
-        if unix is not None:
+        if sock is not None and unix is not None:
+            sock.close()
             with contextlib.suppress(FileNotFoundError):
                 unix.unlink()
 

@@ -36,7 +36,8 @@ class _StackCollector(Collector):
     def __init__(self, statuses: Callable[[], Sequence[ServiceStatus]]) -> None:
         self._statuses = statuses
 
-    def collect(self) -> Iterable[Metric]:
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         state = GaugeMetricFamily(
             f"{PREFIX}_service_state",
             "1 for the state the service is in, 0 for the others.",
@@ -47,6 +48,14 @@ class _StackCollector(Collector):
             "1 when the service is where it should be (healthy, running, or a completed job).",
             labels=["service"],
         )
+        return state, healthy
+
+    def describe(self) -> Iterable[Metric]:
+        # Registration asks for names only: do not read the stack for that.
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        state, healthy = self._families()
         for status in self._statuses():
             for candidate in State:
                 state.add_metric([status.name, candidate.value], float(candidate is status.state))
