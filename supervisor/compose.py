@@ -2,8 +2,10 @@
 
 Handles the subset of the Compose specification that the VPN Manager's files use and that
 operators commonly add. Every other key is reported by name: an error, or with `lenient` a
-warning saying it was dropped; nothing is dropped without a note. `${VAR}` interpolation reads
-the process environment first, then `.env` beside the Compose file (or the given env file).
+warning saying it was dropped; nothing is dropped without a note. A top-level
+`x-ovpn-supervisor: {api, defaults}` carries our own settings (Compose ignores `x-` keys).
+`${VAR}` interpolation reads the process environment first, then `.env` beside the Compose file
+(or the given env file).
 
 The output is our config as a plain dict (and YAML text), which `config.parse_config` then
 validates; problems it finds are mapped back to the Compose file's lines where the key paths
@@ -76,6 +78,8 @@ _WHY = {
     "configs": "use a read-only bind mount or a secret",
     "include": "merge the included files first (`docker compose config`)",
 }
+# A top-level extension key (Compose ignores x-*) for settings Compose has no words for.
+OWN_EXTENSION = "x-ovpn-supervisor"
 # Mount mode flags that change nothing on a Linux host.
 _NOOP_MOUNT_FLAGS = {"cached", "delegated", "consistent"}
 
@@ -515,6 +519,7 @@ class _Converter:
             self.note("info", ("version",), "obsolete in Compose; ignored")
         project = self._project(top)
         out: dict[str, Any] = {"version": 1, "project": project}
+        out.update(self._own_settings(top.get(OWN_EXTENSION)))
         services = self.mapping(top.get("services"), ("services",))
         if not services:
             self.error(("services",), "no services defined")
@@ -570,6 +575,15 @@ class _Converter:
                 "'_', '.', '-'; starting with a letter or digit)",
             )
         return name
+
+    def _own_settings(self, value: object) -> dict[str, Any]:
+        """`x-ovpn-supervisor: {api, defaults}`: our settings, which Compose itself ignores."""
+        path: KeyPath = (OWN_EXTENSION,)
+        data = self.mapping(value, path)
+        for key in data:
+            if key not in ("api", "defaults"):
+                self.error((*path, key), "unknown key (api or defaults)")
+        return {k: v for k, v in data.items() if k in ("api", "defaults")}
 
     def _networks(self, value: object) -> dict[str, Any]:
         out: dict[str, Any] = {}
