@@ -164,7 +164,8 @@ def _braced(
         return env.get(name, ""), pos + 1
     op = next((o for o in (":-", ":?", ":+", "-", "?", "+") if text.startswith(o, pos)), None)
     if op is None:
-        raise InterpolationError(f"invalid expression after '${{{name}' in {text!r}")
+        what = "unclosed '${'" if pos == len(text) else f"invalid expression after '${{{name}'"
+        raise InterpolationError(f"{what} in {text!r}")
     value = env.get(name)
     colon = op.startswith(":")
     is_set = value is not None and (value != "" or not colon)
@@ -335,6 +336,9 @@ def _index(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _index(item, (*path, index), lines, raw, active | {id(node)})
+            if isinstance(item, yaml.ScalarNode):
+                # Our config keys list-form names (depends_on: [db]) by name: find them too.
+                lines.setdefault((*path, str(item.value)), item.start_mark.line + 1)
     elif isinstance(node, yaml.MappingNode):
         merged: list[yaml.Node] = []
         for key, value in node.value:
@@ -533,10 +537,12 @@ class _Converter:
             self.note(
                 "warning",
                 ("volumes",),
-                f"named volumes are created as {project}-<name>, where Compose used "
-                f"{project}_<name>: to keep existing data, copy it over before the first run "
-                f"(e.g. docker run --rm -v {project}_NAME:/from -v {project}-NAME:/to "
-                "IMAGE cp -a /from/. /to/)",
+                "the supervisor names volumes <project>-<name> where Compose used "
+                "<project>_<name> ("
+                + ", ".join(f"{project}_{v} -> {project}-{v}" for v in volumes)
+                + "): to keep existing data, copy it over before the first run, e.g. "
+                f"docker run --rm -v {project}_NAME:/from -v {project}-NAME:/to IMAGE "
+                "cp -a /from/. /to/",
             )
         if secrets:
             out["secrets"] = secrets
@@ -605,7 +611,8 @@ class _Converter:
             path: KeyPath = ("volumes", name)
             data = self.mapping(body, path)
             self.check_keys(data, path, ("driver",))
-            out[name] = {"driver": self.text(data["driver"], (*path, "driver"))} if data else {}
+            driver = self.text(data["driver"], (*path, "driver")) if "driver" in data else None
+            out[name] = {"driver": driver} if driver else {}
         return out
 
     def _secrets(self, value: object) -> dict[str, Any]:
