@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -812,3 +814,54 @@ def test_check_accepts_a_compose_file_directly(tmp_path: Path) -> None:
     proc = run_cli("check", "--config", "docker-compose.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"project {tmp_path.name.lower().replace('.', '')}" in proc.stdout
+
+
+# --------------------------------------------------------------------------- shipped config
+
+PRODUCTION = REPO_ROOT / "config" / "production"
+
+
+def test_production_config_checks_once_its_secrets_are_generated(tmp_path: Path) -> None:
+    # check verifies that secret files exist and hashes them (a changed secret recreates its
+    # services), so the test works on a copy where generate-secrets has run, as an operator's.
+    etc = tmp_path / "ovpn-supervisor"
+    shutil.copytree(PRODUCTION, etc, ignore=shutil.ignore_patterns("secrets"))
+    missing = run_cli("check", "--config", str(etc / "supervisor.yaml"), cwd=tmp_path)
+    assert missing.returncode == 78
+    assert "secrets.frontend_db_password.file: cannot read secret file" in missing.stderr
+
+    env = {"PATH": "/usr/bin:/bin", "OIDC_CLIENT_SECRET": "from-the-idp"}
+    generated = subprocess.run(
+        [str(etc / "generate-secrets")], env=env, capture_output=True, text=True, check=False
+    )
+    assert generated.returncode == 0, generated.stderr
+    secrets = etc / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert (secrets / "oidc_client_secret").read_text() == "from-the-idp"
+    password = (secrets / "ct_db_password").read_text()
+    assert len(password) >= 32
+    # Running it again keeps what exists.
+    again = subprocess.run(
+        [str(etc / "generate-secrets")], env=env, capture_output=True, text=True, check=False
+    )
+    assert again.returncode == 0
+    assert (secrets / "ct_db_password").read_text() == password
+
+    proc = run_cli("check", "--config", str(etc / "supervisor.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid (project ovpn, 9 services)" in proc.stdout
+    stack = load_stack(etc / "supervisor.yaml")
+    assert stack.networks["database-net"].internal
+    assert {n: s.type for n, s in stack.services.items() if s.type is ServiceType.JOB} == {
+        "signing-init": ServiceType.JOB,
+        "certtransparency-migrate": ServiceType.JOB,
+        "frontend-migrate": ServiceType.JOB,
+    }
+    for name in ("postgres-frontend", "postgres-ct"):
+        health = stack.services[name].health
+        assert health is not None
+        assert isinstance(health.probe, ExecProbe)
+        assert health.probe.command[0] == "pg_isready"
+    assert stack.services["frontend"].environment["OIDC_CLIENT_ID"] == "vpn-manager"
+    images = {s.image for s in stack.services.values()}
+    assert "ghcr.io/openvpn-manager/signing:latest" in images
