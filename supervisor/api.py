@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
@@ -119,10 +120,51 @@ class AccessPolicy:
             raise ApiError(401, "wrong token", challenge)
 
 
+class ScrapeCache:
+    """/metrics without stalling the loop: rendered in a worker thread, served from a copy.
+
+    With 200 services the text is ~8k lines and takes tens of ms to render; rendering per
+    request would block every other answer. While someone scrapes, `run` re-renders every
+    REFRESH seconds; a scrape after a long pause renders afresh. So an answer is at most
+    about REFRESH seconds old.
+    """
+
+    REFRESH = 1.0
+    IDLE_AFTER = 120.0  # stop re-rendering when nobody has scraped for this long
+
+    def __init__(self, metrics: SupervisorMetrics) -> None:
+        self._metrics = metrics
+        self._body: bytes | None = None
+        self._rendered_at = -float("inf")
+        self._scraped_at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> bytes:
+        now = time.monotonic()
+        self._scraped_at = now
+        if self._body is None or now - self._rendered_at > 2 * self.REFRESH:
+            await self.refresh()
+        assert self._body is not None
+        return self._body
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            snapshot = self._metrics.snapshot()
+            self._body = await asyncio.to_thread(self._metrics.render, snapshot)
+            self._rendered_at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.REFRESH)
+            if time.monotonic() - self._scraped_at < self.IDLE_AFTER:
+                await self.refresh()
+
+
 SUPERVISOR = web.AppKey("supervisor", SupervisorView)
 METRICS = web.AppKey("metrics", SupervisorMetrics)
 POLICY = web.AppKey("policy", AccessPolicy)
 LIVENESS = web.AppKey("liveness", Liveness)
+SCRAPES = web.AppKey("scrapes", ScrapeCache)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -287,7 +329,7 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    body = await request.app[SCRAPES].get()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -310,6 +352,7 @@ def build_app(
     app[METRICS] = metrics
     app[POLICY] = policy
     app[LIVENESS] = liveness or Liveness()
+    app[SCRAPES] = ScrapeCache(metrics)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_post("/v1/services/{name}/{action:restart|stop|start}", post_command)
@@ -370,7 +413,8 @@ def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
         raise ApiSetupError(f"cannot listen on unix://{path}: {exc.strerror}") from exc
     finally:
         os.umask(old_umask)
-    os.chown(path, -1, gid)
+    if gid != -1:
+        os.chown(path, -1, gid)
     path.chmod(mode)
     sock.listen(128)
     sock.setblocking(False)
@@ -419,11 +463,15 @@ async def serve(
             raise ApiSetupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
         log.info("api listening", address=config.listen, token=config.token_file is not None)
         async with asyncio.TaskGroup() as group:
-            watcher = group.create_task(watch_liveness(app[LIVENESS], ping), name="api-liveness")
+            background = [
+                group.create_task(watch_liveness(app[LIVENESS], ping), name="api-liveness"),
+                group.create_task(app[SCRAPES].run(), name="api-metrics-render"),
+            ]
             try:
                 yield runner
             finally:
-                watcher.cancel()
+                for task in background:
+                    task.cancel()
     finally:
         await runner.cleanup()
         if sock is not None and unix is not None:

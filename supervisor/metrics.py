@@ -8,6 +8,7 @@ Labels stay bounded: service names come from the config, reasons from `RestartCa
 from __future__ import annotations
 
 import platform
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import (
@@ -34,7 +35,9 @@ class _StackCollector(Collector):
     """Service state (one gauge per state) and health, read from the stack when scraped."""
 
     def __init__(self, statuses: Callable[[], Sequence[ServiceStatus]]) -> None:
-        self._statuses = statuses
+        self.statuses = statuses
+        # A snapshot taken on the event loop, so a render may run in a worker thread.
+        self.pinned: Sequence[ServiceStatus] | None = None
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
@@ -56,7 +59,7 @@ class _StackCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         state, healthy = self._families()
-        for status in self._statuses():
+        for status in self.pinned if self.pinned is not None else self.statuses():
             for candidate in State:
                 state.add_metric([status.name, candidate.value], float(candidate is status.state))
             healthy.add_metric([status.name], float(status.up_to_target))
@@ -76,7 +79,9 @@ class SupervisorMetrics(StackObserver):
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.registry.register(_StackCollector(statuses))
+        self._stack = _StackCollector(statuses)
+        self._render_lock = threading.Lock()
+        self.registry.register(self._stack)
         self.restarts = Counter(
             f"{PREFIX}_restarts",
             "Restarts decided by the supervisor, by cause.",
@@ -119,9 +124,21 @@ class SupervisorMetrics(StackObserver):
         for result in ("applied", "refused"):
             self.reloads.labels(result)
 
-    def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+    def snapshot(self) -> Sequence[ServiceStatus]:
+        """The services' states now (call on the event loop)."""
+        return list(self._stack.statuses())
+
+    def render(self, snapshot: Sequence[ServiceStatus] | None = None) -> bytes:
+        """The registry in the Prometheus text exposition format.
+
+        With a `snapshot` (from `snapshot()`), safe to call from a worker thread.
+        """
+        with self._render_lock:
+            self._stack.pinned = snapshot
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self._stack.pinned = None
 
     # -- StackObserver --------------------------------------------------------------------
 
