@@ -17,6 +17,7 @@ import pytest
 from aiohttp import test_utils, web
 
 from supervisor.api import (
+    SCRAPES,
     AccessPolicy,
     ApiSetupError,
     Liveness,
@@ -281,6 +282,7 @@ async def test_reload_answers_with_the_result(make_client: MakeClient) -> None:
         "added": [],
         "removed": [],
         "changed": ["web"],
+        "notes": [],
     }
     sup.next_reload = ReloadResult(False, 2.0, "config invalid", errors=("services.x: bad",))
     refused = await client.post("/v1/reload", headers=AUTH)
@@ -413,3 +415,17 @@ async def test_stale_socket_is_replaced_and_a_regular_file_is_left_alone(tmp_pat
 async def _in_thread(call: Callable[[], Any]) -> Any:
     """The blocking CLI client, off the loop that serves the app."""
     return await asyncio.to_thread(call)
+
+
+async def test_metrics_are_served_from_a_copy_that_refresh_renews(make_client: MakeClient) -> None:
+    sup = fake_supervisor(service("web"))
+    client = await make_client(sup)
+    assert 'state="healthy"} 1.0' in await (await client.get("/metrics")).text()
+    assert sup.stack is not None
+    sup.stack.services[0] = service("web", State.FAILED)
+    # Within the refresh period the copy is served as is; a refresh renders the new state.
+    assert 'state="healthy"} 1.0' in await (await client.get("/metrics")).text()
+    app = client.server.app
+    assert app is not None
+    await app[SCRAPES].refresh()
+    assert 'state="failed"} 1.0' in await (await client.get("/metrics")).text()

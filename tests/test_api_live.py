@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from live_api import CANARY_ENV, CANARY_SECRET, TOKEN, LiveApi, live_api
 
 pytestmark = pytest.mark.docker
@@ -81,9 +82,16 @@ def test_token_gate_and_operator_restart_with_canary_never_shown(live: LiveApi) 
         what="web restarting on the operator's request",
     )
     live.daemon.wait_states({"web": "healthy"}, timeout=30)
-    metrics = live.get_text("/metrics")
-    assert 'ovpn_supervisor_restarts_total{reason="operator",service="web"} 1.0' in metrics
-    assert 'ovpn_supervisor_service_state{service="web",state="healthy"} 1.0' in metrics
+    # /metrics is served from a copy re-rendered every second: wait for it to catch up.
+    wait_until(
+        lambda: (
+            'ovpn_supervisor_restarts_total{reason="operator",service="web"} 1.0'
+            in (text := live.get_text("/metrics"))
+            and 'ovpn_supervisor_service_state{service="web",state="healthy"} 1.0' in text
+        ),
+        timeout=10,
+        message="operator restart and healthy state in /metrics",
+    )
     reload_status, reload_body = post(live, "/v1/reload", TOKEN)
     assert reload_status == 200, reload_body
     live.daemon.wait_logged(
