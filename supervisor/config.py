@@ -56,6 +56,7 @@ __all__ = [
     "VolumeConfig",
     "VolumeMount",
     "config_hash",
+    "container_hash",
     "load_api_config",
     "load_config",
     "parse_config",
@@ -418,7 +419,17 @@ def _file_digest(path: Path) -> str:
         return f"unreadable:{exc.errno}"
 
 
-def config_hash(stack: StackConfig, service: ServiceConfig) -> str:
+# How the daemon supervises a container, not what the container is: a change here is applied
+# to the running service without recreating its container.
+SUPERVISION_KEYS = ("health", "restart", "depends_on", "pull")
+
+
+def container_hash(stack: StackConfig, service: ServiceConfig) -> str:
+    """Like `config_hash`, without the supervision-only keys: what the container label carries."""
+    return config_hash(stack, service, without=SUPERVISION_KEYS)
+
+
+def config_hash(stack: StackConfig, service: ServiceConfig, *, without: Iterable[str] = ()) -> str:
     """Stable 16-hex-digit hash of all that shapes the service's container.
 
     Covers the service's effective config (env-file contents are already in `environment`),
@@ -428,6 +439,8 @@ def config_hash(stack: StackConfig, service: ServiceConfig) -> str:
     assert isinstance(body, dict)
     # The files' paths do not matter once their contents are merged into `environment`.
     body.pop("env_files", None)
+    for key in without:
+        body.pop(key, None)
     document = {
         "schema": _HASH_SCHEMA,
         "service": body,
@@ -491,8 +504,28 @@ def load_api_config(path: str | os.PathLike[str]) -> ApiConfig:
     parser = _Parser(source, source.parent)
     api = parser.parse_api(text)
     if parser.problems:
+        # A file broken elsewhere may still say where the daemon listens: `reload` must reach
+        # the daemon to have the broken config refused (and the refusal shown) there.
+        salvaged = _api_block(text)
+        if salvaged is not None:
+            retry = _Parser(source, source.parent)
+            api = retry.parse_api(salvaged)
+            if not retry.problems:
+                return api
         raise ConfigError(parser.problems)
     return api
+
+
+def _api_block(text: str) -> str | None:
+    """The top-level `api:` block of a config on its own, if it has one."""
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if re.match(r"^api\s*:", line):
+            end = start + 1
+            while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+                end += 1
+            return "\n".join(lines[start:end]) + "\n"
+    return None
 
 
 # Key paths: mapping keys as str, sequence indexes as int.

@@ -6,8 +6,8 @@ import asyncio
 import hashlib
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -17,9 +17,12 @@ import structlog
 
 from supervisor import __version__
 from supervisor.compose import load_stack
-from supervisor.config import ConfigError, StackConfig
-from supervisor.docker_api import DockerRuntime, DockerUnavailable
+from supervisor.config import ConfigError, ConfigProblem, StackConfig
+from supervisor.config_diff import diff_configs
+from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
+from supervisor.file_watch import FileWatcher
 from supervisor.probes import Prober
+from supervisor.reload_queue import ReloadQueue
 from supervisor.service import State
 from supervisor.stack import Stack, StackError
 from supervisor.status import Observers, ServiceStatus, StackObserver
@@ -28,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+# How long a reload waits for a stack that is still coming up before applying anyway.
+FIRST_START_WAIT = 300.0
 
 
 class DaemonState(StrEnum):
@@ -63,6 +68,7 @@ class ReloadResult:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what could not be applied live
 
 
 def file_digest(path: Path) -> str:
@@ -90,6 +96,8 @@ class Supervisor(StackObserver):
         # Components register here before the stack exists; the stack reports through it.
         self.observers = Observers()
         self.observers.add(self)
+        self.reload_queue: ReloadQueue[ReloadResult] = ReloadQueue(self._reload)
+        self._watcher: FileWatcher | None = None
 
     def service_changed(self, status: ServiceStatus, old: State) -> None:
         if (
@@ -107,26 +115,118 @@ class Supervisor(StackObserver):
     def uptime(self) -> float:
         return time.monotonic() - self.started_monotonic
 
+    def request_reload(self) -> None:
+        """Ask for a reload without waiting (SIGHUP, a config file edit)."""
+        self.reload_queue.request()
+
     async def reload(self) -> ReloadResult:
-        """Re-read and validate the config; an invalid one is refused and the old one stays."""
+        """Reload and return the result of a reload that began after this call."""
+        return await self.reload_queue.request_and_wait()
+
+    def watched_files(self) -> list[Path]:
+        """The config file and every file it pulls in (env files, secret files)."""
+        files = {self.config_path.absolute()}
+        for service in self.config.services.values():
+            files.update(service.env_files)
+        files.update(secret.file for secret in self.config.secrets.values())
+        return sorted(files)
+
+    async def _reload(self) -> ReloadResult:
+        """Validate the whole new config first; apply only the difference; never trade a good
+        config for a bad one."""
         self.observers.reload_started()
+        previous, self.state = self.state, DaemonState.RELOADING
+        log.info("reload started", config=str(self.config_path))
         try:
-            new = load_stack(self.config_path)  # our config, or a Compose file
-        except ConfigError as exc:
-            result = ReloadResult(
-                ok=False,
-                at=time.time(),
-                message="config invalid; the running config stays in force",
-                errors=tuple(str(p) for p in exc.problems),
-            )
-            log.error("reload refused", errors=list(result.errors))
-        else:
-            result = ReloadResult(ok=True, at=time.time(), message="config valid")
-            self.config_digest = file_digest(self.config_path)
-            log.info("reload checked", project=new.project)
+            result = await self._validate_and_apply()
+        finally:
+            self.state = previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
         self.last_reload = result
         self.observers.reload_done(result.ok, result.at)
         return result
+
+    async def _validate_and_apply(self) -> ReloadResult:
+        try:
+            new = self._load_new_config()
+        except ConfigError as exc:
+            errors = tuple(str(p) for p in exc.problems)
+            log.error("reload refused: config invalid, the running config stays", errors=errors)
+            return ReloadResult(
+                ok=False,
+                at=time.time(),
+                message="config invalid; the running config stays in force",
+                errors=errors,
+            )
+        diff = diff_configs(self.config, new)
+        for note in diff.not_applied:
+            log.warning("reload: not applied live", note=note)
+        try:
+            if self.stack is not None and not diff.empty:
+                await self._wait_for_first_start()
+                await self.stack.apply(new, diff)
+        except DockerError as exc:
+            log.error("reload failed while applying", error=str(exc))
+            if self.stack is not None:
+                self.config = self.stack.config  # as far as it got
+            return ReloadResult(False, time.time(), f"applying failed: {exc}", errors=(str(exc),))
+        self.config = new
+        self.config_digest = file_digest(self.config_path)
+        if self._watcher is not None:
+            self._watcher.watch(self.watched_files())
+        log.info(
+            "reload applied",
+            added=diff.added,
+            removed=diff.removed,
+            recreated=diff.recreated,
+            updated=diff.updated,
+            unchanged=len(diff.unchanged),
+        )
+        return ReloadResult(
+            ok=True,
+            at=time.time(),
+            message="applied" if not diff.empty else "applied: nothing changed",
+            added=diff.added,
+            removed=diff.removed,
+            changed=diff.changed,
+            notes=diff.not_applied,
+        )
+
+    def _load_new_config(self) -> StackConfig:
+        new = load_stack(self.config_path)  # our config, or a Compose file
+        if new.project != self.config.project:
+            message = "cannot change on reload; run `down` and start the daemon again"
+            raise ConfigError([ConfigProblem("project", message)])
+        return new
+
+    async def _wait_for_first_start(self) -> None:
+        """A reload that arrives while the stack is still coming up is applied after."""
+        assert self.stack is not None
+        stack = self.stack
+        if stack.settled():
+            return
+        log.info("reload waits for the stack's start to finish")
+        try:
+            async with asyncio.timeout(FIRST_START_WAIT):
+                await stack.board.wait_for(lambda: True if stack.settled() else None)
+        except TimeoutError:
+            log.warning("stack still starting; applying the reload anyway")
+
+    @asynccontextmanager
+    async def reloading(self) -> AsyncIterator[None]:
+        """Serve reloads for the daemon's lifetime: the queue, SIGHUP, and the file watcher."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as group:
+            server = group.create_task(self.reload_queue.run(), name="reloads")
+            self._watcher = FileWatcher(self.request_reload)
+            self._watcher.watch(self.watched_files())
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            try:
+                yield
+            finally:
+                loop.remove_signal_handler(signal.SIGHUP)
+                self._watcher.close()
+                self._watcher = None
+                server.cancel()
 
 
 # Something that runs beside the stack for the daemon's lifetime (the API server, the systemd
@@ -178,6 +278,7 @@ async def run_daemon(
     log.info("starting", project=config.project, services=len(config.services), version=__version__)
     try:
         async with AsyncExitStack() as running:
+            await running.enter_async_context(supervisor.reloading())
             for component in components:
                 await running.enter_async_context(component(supervisor))
             if not await wait_for_docker(supervisor.runtime, intent.stop):

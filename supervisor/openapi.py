@@ -107,6 +107,7 @@ SCHEMAS: dict[str, Any] = {
             "added": {"type": "array", "items": {"type": "string"}},
             "removed": {"type": "array", "items": {"type": "string"}},
             "changed": {"type": "array", "items": {"type": "string"}},
+            "notes": {"type": "array", "items": {"type": "string"}},
         }
     ),
     "Daemon": _object(

@@ -143,6 +143,24 @@ class ServiceRunner:
             environment_keys=tuple(sorted(self.service.environment)),
         )
 
+    def update_config(self, stack: StackConfig) -> None:
+        """Take new supervision settings (probe, restart policy, dependencies) in place.
+
+        Only for a change that leaves the container as it is (same container hash).
+        """
+        self.stack, self.service = stack, stack.services[self.name]
+        self.spec = container_spec(stack, self.service)
+        self.machine.service = self.service
+        self._log.info("supervision settings updated")
+        if self._probe_task is not None:
+            self._cancel_probes()
+        if (
+            self.machine.container_up
+            and self.service.health is not None
+            and not self.machine.is_job
+        ):
+            self._ensure_probing()
+
     def post(self, event: _Input) -> None:
         """Hand the runner an event; safe from any task on the loop."""
         self._inbox.put_nowait(event)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from supervisor.config import ServiceConfig, StackConfig, config_hash
+from supervisor.config import ServiceConfig, StackConfig, container_hash
 
 LABEL_PROJECT = "io.ovpn-supervisor.project"
 LABEL_SERVICE = "io.ovpn-supervisor.service"
@@ -97,7 +97,9 @@ def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
         **service.labels,
         LABEL_PROJECT: project,
         LABEL_SERVICE: service.name,
-        LABEL_CONFIG_HASH: config_hash(stack, service),
+        # Supervision-only settings (probes, restart policy) stay out of the label, so changing
+        # them on reload never recreates a container.
+        LABEL_CONFIG_HASH: container_hash(stack, service),
     }
     volume_mounts: list[Mount] = []
     bind_mounts: list[Mount] = []

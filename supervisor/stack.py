@@ -11,8 +11,10 @@ from enum import StrEnum
 import structlog
 
 from supervisor.config import StackConfig
+from supervisor.config_diff import ConfigDiff
 from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.docker_api import ContainerEvent, DockerError, DockerRuntime, StreamReset
+from supervisor.graph import DependencyGraph
 from supervisor.probes import Prober
 from supervisor.runner import ServiceRunner
 from supervisor.service import (
@@ -60,11 +62,12 @@ class Stack:
         self.graph = config.graph()
         self.board = StateBoard()
         self._runtime = runtime
+        self._prober = prober
+        self._clock = clock
         self.observers = observers or Observers()
-        self.runners = {
-            name: ServiceRunner(config, service, runtime, prober, self.board, clock, self.observers)
-            for name, service in config.services.items()
-        }
+        self.runners = {name: self._runner(config, name) for name in config.services}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
         self._events_connected = asyncio.Event()
         self.observers.add(
             DependencyRestarts(
@@ -75,29 +78,78 @@ class Stack:
             )
         )
 
+    def _runner(self, config: StackConfig, name: str) -> ServiceRunner:
+        return ServiceRunner(
+            config,
+            config.services[name],
+            self._runtime,
+            self._prober,
+            self.board,
+            self._clock,
+            self.observers,
+        )
+
+    def _launch(self, runner: ServiceRunner) -> None:
+        assert self._group is not None, "the stack is not running"
+        self._tasks[runner.name] = self._group.create_task(
+            runner.run(), name=f"runner-{runner.name}"
+        )
+
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
         """Start everything, supervise until `stop` is set, then stop in reverse order."""
-        await self._prepare()
+        await self._prepare(self.config)
         await self._survey()
         async with asyncio.TaskGroup() as group:
+            self._group = group
             watcher = group.create_task(self._watch_events(), name="docker-events")
             # Subscribe before anything starts, so a job that exits at once is still seen.
             await self._events_connected.wait()
-            runners = [
-                group.create_task(r.run(), name=f"runner-{r.name}") for r in self.runners.values()
-            ]
+            for runner in self.runners.values():
+                self._launch(runner)
             resync = group.create_task(self._resync_periodically(), name="resync")
             await stop.wait()
             await self._shutdown(hurry)
-            for task in (watcher, resync, *runners):
+            for task in (watcher, resync, *self._tasks.values()):
                 task.cancel()
+        self._group = None
 
-    async def _prepare(self) -> None:
+    def settled(self) -> bool:
+        """No service is on its way up any more (the first start is over, one way or another)."""
+        return all(s.state not in (State.PENDING, State.STARTING) for s in self.statuses())
+
+    async def apply(self, new: StackConfig, diff: ConfigDiff) -> None:
+        """Make the running stack match `new`, touching only the services `diff` names."""
+        await self._prepare(new)
+        leaving = set(diff.removed) | set(diff.recreated)
+        was = {name: self.board.state(name) for name in leaving}
+        await self._stop_services(leaving, self.graph)
+        for name in (*diff.removed, *diff.recreated):
+            runner = self.runners.pop(name)
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+            if name in diff.removed and runner.machine.container_id:
+                await self._runtime.remove_container(runner.machine.container_id)
+                log.info("service removed", service=name)
+        self.config, self.graph = new, new.graph()
+        for name in diff.updated:
+            self.runners[name].update_config(new)
+        for name in new.services:
+            if name in diff.added or name in diff.recreated:
+                runner = self.runners[name] = self._runner(new, name)
+                self._launch(runner)
+                if name in was:
+                    # Lets `restart: true` dependents follow the recreated service.
+                    self.observers.service_changed(runner.status(), was[name])
+        # Keep config order for status listings.
+        self.runners = {name: self.runners[name] for name in new.services}
+
+    async def _prepare(self, config: StackConfig) -> None:
         try:
-            for net in network_specs(self.config):
+            for net in network_specs(config):
                 if await self._runtime.ensure_network(net):
                     log.info("network created", network=net.name)
-            for vol in volume_specs(self.config):
+            for vol in volume_specs(config):
                 if await self._runtime.ensure_volume(vol):
                     log.info("volume created", volume=vol.name)
         except DockerError as exc:
@@ -147,16 +199,8 @@ class Stack:
         """Stop each service only after everything that depends on it has stopped."""
         log.info("stopping stack", services=len(self.runners))
         self.observers.stack_stopping()
-        stopped = {name: asyncio.Event() for name in self.runners}
         for runner in self.runners.values():
             runner.post(ShutdownBegan())
-
-        async def stop_one(name: str) -> None:
-            for dependent in self.graph.dependents_of(name):
-                await stopped[dependent].wait()
-            self.runners[name].post(StopRequested())
-            await self.board.wait_for(lambda: True if self.board.state(name) in QUIESCENT else None)
-            stopped[name].set()
 
         async def kill_on_hurry() -> None:
             await hurry.wait()
@@ -167,10 +211,22 @@ class Stack:
 
         async with asyncio.TaskGroup() as group:
             killer = group.create_task(kill_on_hurry())
-            stops = [group.create_task(stop_one(name)) for name in self.runners]
-            await asyncio.gather(*stops)
+            await self._stop_services(set(self.runners), self.graph)
             killer.cancel()
         log.info("stack stopped")
+
+    async def _stop_services(self, names: set[str], graph: DependencyGraph) -> None:
+        """Stop `names`, each only after those of its dependents that are stopping too."""
+        stopped = {name: asyncio.Event() for name in names}
+
+        async def stop_one(name: str) -> None:
+            for dependent in graph.dependents_of(name) & names:
+                await stopped[dependent].wait()
+            self.runners[name].post(StopRequested())
+            await self.board.wait_for(lambda: True if self.board.state(name) in QUIESCENT else None)
+            stopped[name].set()
+
+        await asyncio.gather(*(stop_one(name) for name in names))
 
     def states(self) -> dict[str, State]:
         return self.board.snapshot()

@@ -45,7 +45,11 @@ def free_port() -> int:
 def write_config(directory: Path, config: dict[str, Any]) -> Path:
     """Write the config; without an `api` section the daemon gets a free loopback port, so
     daemons of tests running side by side never fight over the default 9180."""
-    config.setdefault("api", {"listen": f"127.0.0.1:{free_port()}"})
+    if "api" not in config:
+        token = directory / "api.token"
+        token.write_text("test-token-" + os.urandom(8).hex() + "\n")
+        token.chmod(0o600)
+        config["api"] = {"listen": f"127.0.0.1:{free_port()}", "token_file": str(token)}
     path = directory / "supervisor.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
