@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 RESYNC_INTERVAL = 30.0
 # A container whose service left the config has no stop timeout of its own any more.
 DEFAULT_ORPHAN_STOP_TIMEOUT = 10.0
+# How long a reload waits for the services it (re)created to come up before it reports.
+APPLY_START_WAIT = 120.0
 
 
 class OperatorCommand(StrEnum):
@@ -143,6 +145,18 @@ class Stack:
                     self.observers.service_changed(runner.status(), was[name])
         # Keep config order for status listings.
         self.runners = {name: self.runners[name] for name in new.services}
+        # Applied means the new containers are up (or have failed): not merely scheduled.
+        starting = [n for n in new.services if n in diff.added or n in diff.recreated]
+        try:
+            async with asyncio.timeout(APPLY_START_WAIT):
+                await self.board.wait_for(lambda: None if self._pending(starting) else True)
+        except TimeoutError:
+            log.warning(
+                "reload applied; services still waiting to start", services=self._pending(starting)
+            )
+
+    def _pending(self, names: list[str]) -> list[str]:
+        return [n for n in names if self.board.state(n) is State.PENDING]
 
     async def _prepare(self, config: StackConfig) -> None:
         try:
