@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from supervisor.config import NAME_RE, ApiConfig
 from supervisor.daemon import DaemonState, ReloadResult, Supervisor
+from supervisor.local_token import create_token, generated_token_path, remove_token
 from supervisor.metrics import SupervisorMetrics
 from supervisor.openapi import OPENAPI
 from supervisor.service import State
@@ -484,6 +485,20 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
     """The daemon component: metrics registered as an observer, the API served beside the stack."""
     config = supervisor.config.api
     token = read_token(config.token_file) if config.token_file is not None else None
+    generated: Path | None = None
+    if token is None and config.unix_path is None:
+        generated = generated_token_path(config.listen)
+        try:
+            token = create_token(generated)
+        except OSError as exc:
+            log.warning(
+                "no api.token_file and cannot write one: changes over TCP disabled",
+                path=str(generated),
+                error=str(exc),
+            )
+            generated = None
+        else:
+            log.info("api token generated for local use", path=str(generated))
 
     def statuses() -> Sequence[ServiceStatus]:
         return supervisor.stack.statuses() if supervisor.stack is not None else []
@@ -497,4 +512,19 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
     supervisor.observers.add(metrics)
     policy = AccessPolicy(token, over_unix=config.unix_path is not None, loopback=config.loopback)
     app = build_app(supervisor, metrics, policy, liveness)
-    return serve(app, config, supervisor.runtime.ping)
+    served = serve(app, config, supervisor.runtime.ping)
+    if generated is None:
+        return served
+    return _removing(served, generated)
+
+
+@contextlib.asynccontextmanager
+async def _removing(
+    served: contextlib.AbstractAsyncContextManager[Any], token_path: Path
+) -> AsyncIterator[Any]:
+    """Serve, and take the generated token away when the API goes."""
+    try:
+        async with served as value:
+            yield value
+    finally:
+        remove_token(token_path)

@@ -16,6 +16,7 @@ from typing import Any
 
 from supervisor.client import ApiClient, ApiRefused, ClientError, DaemonUnreachable, read_token_file
 from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config
+from supervisor.local_token import generated_token_path
 from supervisor.status_table import reload_report, render
 
 EX_NOT_UP = 1  # status: something is not where it should be; reload: refused
@@ -38,6 +39,10 @@ def _client(args: argparse.Namespace, config_path: Path, config_given: bool) -> 
         else:
             address = DEFAULT_LISTEN
     token = None
+    if token_file is None and not address.startswith("unix://"):
+        generated = generated_token_path(address)
+        # The daemon made one for local use (no api.token_file configured).
+        token_file = generated if generated.exists() else None
     if token_file is not None and not address.startswith("unix://"):
         try:
             token = read_token_file(Path(token_file))

@@ -58,11 +58,13 @@ def write_config(directory: Path, config: dict[str, Any]) -> Path:
 class DaemonProcess:
     """A running daemon; its stderr (JSON lines) goes to a file we parse on demand."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self._log_file = log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -158,8 +160,10 @@ class DaemonProcess:
 
 
 @contextmanager
-def running_daemon(config_path: Path, log_path: Path) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(config_path, log_path)
+def running_daemon(
+    config_path: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(config_path, log_path, env)
     try:
         yield daemon
     finally:

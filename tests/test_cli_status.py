@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from daemon_process import running_daemon
 from live_api import free_port, live_api
 
 from supervisor.status_table import RESET, render
@@ -114,3 +117,35 @@ def test_cli_against_a_live_daemon(tmp_path: Path, project_name: str, stand_in_i
         assert refused_reload.returncode == 1, refused_reload.stdout + refused_reload.stderr
         assert refused_reload.stdout.startswith("reload refused")
         assert "error:" in refused_reload.stdout
+
+
+def test_generated_token_lets_the_local_cli_change_things(
+    tmp_path: Path, project_name: str, stand_in_image: str
+) -> None:
+    """No api.token_file: the daemon makes one in its runtime folder and the CLI finds it."""
+    runtime = tmp_path / "run"
+    config = {
+        "version": 1,
+        "project": project_name,
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "defaults": {"pull": "never"},
+        "services": {"svc": {"image": stand_in_image}},
+    }
+    path = tmp_path / "supervisor.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    with running_daemon(path, tmp_path / "daemon.log", env=env) as daemon:
+        daemon.wait_states({"svc": "running"}, timeout=30)
+        token_files = list(runtime.glob("api-*.token"))
+        assert len(token_files) == 1
+        assert token_files[0].stat().st_mode & 0o777 == 0o600
+        proc = subprocess.run(
+            [sys.executable, "-m", "supervisor", "reload", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert not list(runtime.glob("api-*.token"))  # taken away with the daemon
