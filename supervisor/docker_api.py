@@ -163,6 +163,7 @@ class DockerRuntime:
 
     async def ping(self) -> None:
         """Raise DockerUnavailable unless the engine answers."""
+
         # `self._api` inside the thread: creating the client already talks to the engine, so
         # an absent engine must fail there (DockerUnavailable), not on the loop as a crash.
         def ping() -> None:
@@ -208,9 +209,8 @@ class DockerRuntime:
         """Create the network unless it exists; True when created."""
 
         def ensure() -> bool:
-            if self._api.networks(names=[spec.name]) and any(
-                n["Name"] == spec.name for n in self._api.networks(names=[spec.name])
-            ):
+            # `names` filters by substring: look for the exact name.
+            if any(n["Name"] == spec.name for n in self._api.networks(names=[spec.name])):
                 return False
             self._api.create_network(
                 spec.name, driver=spec.driver, internal=spec.internal, labels=dict(spec.labels)

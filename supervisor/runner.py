@@ -116,6 +116,8 @@ class ServiceRunner:
         self._backoff: asyncio.TimerHandle | None = None
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
+        self._ahead: asyncio.Task[None] | None = None
+        self._created_ahead: str | None = None
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -179,6 +181,8 @@ class ServiceRunner:
 
     async def run(self) -> None:
         """Process events until cancelled."""
+        if self.service.depends_on and self.machine.state is State.PENDING:
+            self._ahead = asyncio.create_task(self._create_ahead(), name=f"create-{self.name}")
         self._watch_dependencies()
         try:
             while True:
@@ -195,6 +199,8 @@ class ServiceRunner:
                 self._deps_task.cancel()
             if self._backoff is not None:
                 self._backoff.cancel()
+            if self._ahead is not None:
+                self._ahead.cancel()
 
     async def kill(self) -> None:
         """Shutdown in a hurry: SIGKILL the container, whatever it is doing."""
@@ -284,12 +290,54 @@ class ServiceRunner:
 
     # -- containers -----------------------------------------------------------------------
 
+    async def _create_ahead(self) -> None:
+        """While dependencies are not yet met, have the container created (and its image
+        present), so that meeting them costs only a start."""
+        # Not before the dependencies are on their way up: at a cold start the engine is busiest
+        # with the first wave, and creating everything at once would slow that wave down.
+        await self._board.wait_for(
+            lambda: (
+                None
+                if any(self._board.state(d) is State.PENDING for d in self.service.depends_on)
+                else True
+            )
+        )
+        spec = self.spec
+        info = await self._runtime.inspect_container(spec.name)
+        if info is not None and info.config_hash != spec.config_hash and not info.running:
+            await self._runtime.remove_container(info.id)
+            info = None
+        if info is None:
+            await self._ensure_image()
+            self._created_ahead = await self._runtime.create_container(spec)
+            self._log.info(
+                "container created", container=self._created_ahead[:12], image=spec.image
+            )
+
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.
 
         Returns the container id and whether it is a job adopted as already completed.
         """
         spec = self.spec
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            with contextlib.suppress(DockerError):
+                await ahead  # any problem shows again below, where it counts
+        created, self._created_ahead = self._created_ahead, None
+        if created is not None:
+            try:
+                await self._runtime.start_container(created)
+            except DockerUnavailable:
+                raise
+            except DockerError as exc:
+                # Gone or changed since it was made: take the long way below.
+                self._log.warning("container made ahead cannot start", error=str(exc))
+            else:
+                self._log.info("container started", container=created[:12])
+                started = await self._runtime.inspect_container(created)
+                self._address = started.address if started is not None else None
+                return created, False
         info = await self._runtime.inspect_container(spec.name)
         if info is not None and info.config_hash != spec.config_hash:
             self._log.info("recreating container: config changed", container=info.id[:12])
