@@ -59,25 +59,32 @@ class DaemonProcess:
     """A running daemon; its stderr (JSON lines) goes to a file we parse on demand."""
 
     def __init__(
-        self, config_path: Path, log_path: Path, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
+        """`env` replaces os.environ; `wrap` prefixes the command line (e.g. to run it inside a
+        private engine's network namespace)."""
         self.config_path = config_path
         self.log_path = log_path
         self._log_file = log_path.open("wb")
         env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+        argv = [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "run",
+            "--config",
+            str(config_path),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "supervisor",
-                "run",
-                "--config",
-                str(config_path),
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-            ],
+            wrap(argv) if wrap is not None else argv,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
@@ -161,9 +168,12 @@ class DaemonProcess:
 
 @contextmanager
 def running_daemon(
-    config_path: Path, log_path: Path, env: dict[str, str] | None = None
+    config_path: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(config_path, log_path, env)
+    daemon = DaemonProcess(config_path, log_path, env, wrap)
     try:
         yield daemon
     finally:
