@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
-from supervisor.api import ApiSetupError, api_component
 from supervisor.compose import load_compose, load_stack
 from supervisor.config import ConfigError, StackConfig
-from supervisor.daemon import Component, run_daemon
-from supervisor.docker_api import DockerError, DockerRuntime
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
-from supervisor.stack import remove_stack
-from supervisor.systemd import systemd_component
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
 CONFIG_ENV = "OVPN_SUPERVISOR_CONFIG"
@@ -76,13 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EX_CONFIG
-    # What runs beside the stack for the daemon's lifetime (API server, systemd notifier).
-    components: list[Component] = [api_component, systemd_component()]
-    try:
-        return asyncio.run(run_daemon(_config_path(args), config, components=components))
-    except ApiSetupError as exc:
-        print(f"cannot serve the API: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    from supervisor import daemon_commands  # noqa: PLC0415 - heavy; see that module
+
+    return daemon_commands.run(_config_path(args), config)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -90,19 +80,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EX_CONFIG
+    from supervisor import daemon_commands  # noqa: PLC0415 - heavy; see that module
 
-    async def down() -> int:
-        runtime = DockerRuntime()
-        try:
-            await remove_stack(config, runtime, volumes=args.volumes)
-        except DockerError as exc:
-            print(f"down failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            await runtime.close()
-        return 0
-
-    return asyncio.run(down())
+    return daemon_commands.down(config, volumes=args.volumes)
 
 
 def cmd_import_compose(args: argparse.Namespace) -> int:

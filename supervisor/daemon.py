@@ -184,7 +184,9 @@ class Supervisor(StackObserver):
         return ReloadResult(
             ok=True,
             at=time.time(),
-            message="applied" if not diff.empty else "applied: nothing changed",
+            message="applied"
+            if not diff.empty
+            else "the running config already matches the file (nothing to change)",
             added=diff.added,
             removed=diff.removed,
             changed=diff.changed,

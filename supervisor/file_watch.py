@@ -46,7 +46,8 @@ class FileWatcher:
 
     def watch(self, files: Iterable[Path]) -> None:
         """Watch exactly these files from now on (folders are watched as needed)."""
-        self._files = {Path(f).absolute() for f in files}
+        # A symlinked file changes when its link or its target does: watch both.
+        self._files = {p for f in files for p in (Path(f).absolute(), Path(f).resolve())}
         for wd in list(self._watches):
             self._libc.inotify_rm_watch(self._fd, wd)
         self._watches.clear()
