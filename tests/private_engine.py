@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -44,7 +45,7 @@ def _run(*argv: str) -> str:
 
 def _cgroup_mounts_script() -> str:
     """Shell commands re-mounting the host's cgroup hierarchies under a fresh /sys."""
-    steps = []
+    steps: list[str] = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         fstype, options = fields[fields.index("-") + 1], fields[-1]
@@ -133,12 +134,22 @@ class PrivateEngine:
         while True:
             if not self.running:
                 raise EngineError(f"private dockerd exited during start-up\n{self.log_tail()}")
-            with contextlib.suppress(Exception), contextlib.closing(self.client(5)) as client:
-                client.ping()
+            if self.answers():
                 return
             if time.monotonic() >= deadline:
                 raise EngineError(f"private dockerd silent after {timeout}s\n{self.log_tail()}")
             time.sleep(0.1)
+
+    def answers(self) -> bool:
+        """Whether the engine answers `GET /_ping` on its socket (no client library involved)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            try:
+                sock.connect(str(self.socket))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return sock.recv(64).startswith(b"HTTP/1.0 200")
+            except OSError:
+                return False
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> int:
         """SIGTERM dockerd and wait for it to exit (it stops its containers first)."""
