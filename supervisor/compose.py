@@ -533,16 +533,16 @@ class _Converter:
         if networks:
             out["networks"] = networks
         if volumes:
+            # Keep Compose's Docker names, so the imported stack finds the existing data.
+            for key, body in volumes.items():
+                body.setdefault("name", f"{project}_{key}")
             out["volumes"] = volumes
             self.note(
-                "warning",
+                "info",
                 ("volumes",),
-                "the supervisor names volumes <project>-<name> where Compose used "
-                "<project>_<name> ("
-                + ", ".join(f"{project}_{v} -> {project}-{v}" for v in volumes)
-                + "): to keep existing data, copy it over before the first run, e.g. "
-                f"docker run --rm -v {project}_NAME:/from -v {project}-NAME:/to IMAGE "
-                "cp -a /from/. /to/",
+                "volumes keep their Compose names ("
+                + ", ".join(v["name"] for v in volumes.values())
+                + "), so existing data is used as it is",
             )
         if secrets:
             out["secrets"] = secrets
@@ -610,9 +610,11 @@ class _Converter:
         for name, body in self.mapping(value, ("volumes",)).items():
             path: KeyPath = ("volumes", name)
             data = self.mapping(body, path)
-            self.check_keys(data, path, ("driver",))
+            self.check_keys(data, path, ("driver", "name"))
             driver = self.text(data["driver"], (*path, "driver")) if "driver" in data else None
             out[name] = {"driver": driver} if driver else {}
+            if "name" in data:
+                out[name]["name"] = self.text(data["name"], (*path, "name"))
         return out
 
     def _secrets(self, value: object) -> dict[str, Any]:

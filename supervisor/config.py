@@ -68,6 +68,7 @@ DEFAULT_SOCKET_MODE = 0o660
 UNIX_SCHEME = "unix://"
 RESERVED_LABEL_PREFIX = "io.ovpn-supervisor."
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -313,9 +314,14 @@ class NetworkConfig:
 
 @dataclass(frozen=True, slots=True)
 class VolumeConfig:
-    """A project named volume."""
+    """A project named volume; `name` is its Docker name when not `<project>-<key>`.
+
+    `name` lets a stack take over volumes it did not create (a Compose deployment's
+    `<project>_<key>`), so moving to the supervisor keeps the databases' data.
+    """
 
     driver: str = "local"
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +452,12 @@ def config_hash(stack: StackConfig, service: ServiceConfig, *, without: Iterable
         "service": body,
         "networks": {
             name: _canonical(stack.networks.get(name, NetworkConfig())) for name in service.networks
+        },
+        # Which Docker volume a mount gets is part of the container.
+        "volumes": {
+            m.source: _canonical(stack.volumes.get(m.source, VolumeConfig()))
+            for m in service.volumes
+            if m.kind == "volume"
         },
         "secrets": {
             name: _secret_digest(stack.secrets[name]) if name in stack.secrets else None
@@ -925,9 +937,12 @@ class _Parser:
         return NetworkConfig(internal=bool(internal), driver=driver or "bridge")
 
     def _volume(self, data: dict[str, Any], path: KeyPath) -> VolumeConfig:
-        self.keys(data, path, ("driver",))
+        self.keys(data, path, ("driver", "name"))
         driver = self.optional(data, "driver", path, self.string)
-        return VolumeConfig(driver=driver or "local")
+        name = self.optional(data, "name", path, self.string)
+        if name is not None and not VOLUME_NAME_RE.match(name):
+            self.problem((*path, "name"), f"invalid Docker volume name {name!r}")
+        return VolumeConfig(driver=driver or "local", name=name or None)
 
     def _secret(self, data: dict[str, Any], path: KeyPath) -> SecretConfig:
         self.keys(data, path, ("file",), required=("file",))

@@ -86,6 +86,12 @@ def resource_name(project: str, name: str) -> str:
     return f"{project}-{name}"
 
 
+def volume_name(stack: StackConfig, key: str) -> str:
+    """Docker name of the config's volume `key`."""
+    volume = stack.volumes.get(key)
+    return volume.name if volume is not None and volume.name else resource_name(stack.project, key)
+
+
 def project_labels(project: str) -> dict[str, str]:
     return {LABEL_PROJECT: project}
 
@@ -106,7 +112,7 @@ def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
     for mount in service.volumes:
         if mount.kind == "volume":
             volume_mounts.append(
-                Mount(resource_name(project, mount.source), mount.target, mount.read_only)
+                Mount(volume_name(stack, mount.source), mount.target, mount.read_only)
             )
         else:
             bind_mounts.append(Mount(mount.source, mount.target, mount.read_only))
@@ -153,6 +159,6 @@ def network_specs(stack: StackConfig) -> list[NetworkSpec]:
 
 def volume_specs(stack: StackConfig) -> list[VolumeSpec]:
     return [
-        VolumeSpec(resource_name(stack.project, name), vol.driver, project_labels(stack.project))
+        VolumeSpec(volume_name(stack, name), vol.driver, project_labels(stack.project))
         for name, vol in stack.volumes.items()
     ]

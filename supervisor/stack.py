@@ -25,7 +25,7 @@ from supervisor.service import (
     State,
     StopRequested,
 )
-from supervisor.spec import NetworkSpec, VolumeSpec, network_specs, resource_name, volume_specs
+from supervisor.spec import NetworkSpec, VolumeSpec, network_specs, volume_name, volume_specs
 from supervisor.state_board import StateBoard
 from supervisor.status import Observers, ServiceStatus
 
@@ -297,5 +297,5 @@ async def remove_stack(
             await runtime.remove_network(net)
     if volumes:
         for name in config.volumes:
-            await runtime.remove_volume(resource_name(config.project, name))
-            log.warning("volume removed", volume=resource_name(config.project, name))
+            await runtime.remove_volume(volume_name(config, name))
+            log.warning("volume removed", volume=volume_name(config, name))

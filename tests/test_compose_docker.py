@@ -124,7 +124,7 @@ def test_imported_vpn_manager_compose_stack_comes_up_healthy_in_dependency_order
         )
         pg = docker_client.api.inspect_container(f"{project_name}-postgres-ct")
         assert {m["Name"] for m in pg["Mounts"] if m["Type"] == "volume"} == {
-            f"{project_name}-pgdata-ct"
+            f"{project_name}_pgdata-ct"  # Compose's name, kept
         }
         assert docker_client.networks.get(f"{project_name}-database-net").attrs["Internal"]
         signing = docker_client.api.inspect_container(f"{project_name}-signing")

@@ -25,11 +25,13 @@ from supervisor.config import (
     TcpProbe,
     VolumeMount,
     config_hash,
+    container_hash,
     load_config,
     parse_config,
     parse_duration,
 )
 from supervisor.graph import DependencyGraph
+from supervisor.spec import container_spec, volume_specs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
@@ -1148,3 +1150,25 @@ def test_hash_of_hand_built_config() -> None:
     # Other modules' tests build configs directly; the hash must work without files.
     stack = StackConfig(project="p", services={"a": ServiceConfig(name="a", image="x")})
     assert config_hash(stack, stack.services["a"]) == config_hash(stack, stack.services["a"])
+
+
+def test_volume_name_sets_the_docker_name_and_is_part_of_the_container_hash() -> None:
+    text = (
+        "version: 1\nproject: p\nvolumes: {data: {name: p_data}}\n"
+        "services:\n  db: {image: x, volumes: ['data:/var/lib/data']}\n"
+    )
+    stack = parse_config(text)
+    assert [v.name for v in volume_specs(stack)] == ["p_data"]
+    assert container_spec(stack, stack.services["db"]).volume_mounts[0].source == "p_data"
+    renamed = parse_config(text.replace("name: p_data", "name: other"))
+    assert container_hash(stack, stack.services["db"]) != container_hash(
+        renamed, renamed.services["db"]
+    )
+    unnamed = parse_config(text.replace("{name: p_data}", "{}"))
+    assert [v.name for v in volume_specs(unnamed)] == ["p-data"]
+
+
+def test_volume_name_must_be_a_docker_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("version: 1\nproject: p\nvolumes: {data: {name: 'no/slash'}}\nservices: {}\n")
+    assert any(p.path == "volumes.data.name" for p in caught.value.problems)
