@@ -34,6 +34,24 @@ def demo_config(project: str, **service_overrides: dict[str, Any]) -> dict[str, 
     return config
 
 
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO_ROOT,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`ovpn-supervisor ARGS…` as a separate process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as probe:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,19 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon_process import DaemonProcess, running_daemon, write_config
+from daemon_process import DaemonProcess, free_port, running_daemon, write_config
 from helpers import wait_until
 
 TOKEN = "live-test-token-0c1d"
 CANARY_ENV = "canary-env-5d8e1f"
 CANARY_SECRET = "canary-secret-77ab20"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from daemon_process import running_daemon
-from live_api import free_port, live_api
+from daemon_process import free_port, run_cli, running_daemon
+from live_api import live_api
 
 from supervisor.status_table import RESET, render
 
@@ -39,13 +38,7 @@ STATUS = {
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def test_table_is_plain_without_colour_and_coloured_with_it() -> None:
@@ -139,13 +132,6 @@ def test_generated_token_lets_the_local_cli_change_things(
         token_files = list(runtime.glob("api-*.token"))
         assert len(token_files) == 1
         assert token_files[0].stat().st_mode & 0o777 == 0o600
-        proc = subprocess.run(
-            [sys.executable, "-m", "supervisor", "reload", "--config", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        proc = run_cli("reload", "--config", str(path), env=env)
         assert proc.returncode == 0, proc.stderr
     assert not list(runtime.glob("api-*.token"))  # taken away with the daemon

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import docker
 import docker.errors
 import pytest
 import yaml
-from daemon_process import REPO_ROOT, DaemonProcess, demo_config, running_daemon, write_config
+from daemon_process import DaemonProcess, demo_config, run_cli, running_daemon, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -49,14 +48,7 @@ def identities(client: docker.DockerClient, project: str) -> dict[str, tuple[str
 
 
 def cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, "--config", str(config), timeout=120)
 
 
 def reload(config: Path) -> dict[str, Any]:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-from daemon_process import REPO_ROOT, demo_config, running_daemon, write_config
+from daemon_process import REPO_ROOT, demo_config, run_cli, running_daemon, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -257,14 +255,7 @@ def test_check_rejects_a_cycle_with_exit_78_and_the_key_path(tmp_path: Path) -> 
         b={"image": "x", "depends_on": ["a"]},
     )
     path = write_config(tmp_path, config)
-    proc = subprocess.run(
-        [sys.executable, "-m", "supervisor", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("check", "--config", str(path))
     assert proc.returncode == 78
     assert "services.a.depends_on" in proc.stderr
     assert "a -> b -> a" in proc.stderr
@@ -273,35 +264,14 @@ def test_check_rejects_a_cycle_with_exit_78_and_the_key_path(tmp_path: Path) -> 
 def test_run_refuses_an_invalid_config_with_exit_78(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("version: 1\nproject: p\nservices:\n  a:\n    image: x\n    helth: {}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "supervisor", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("run", "--config", str(path))
     assert proc.returncode == 78
     assert "services.a.helth" in proc.stderr
     assert "bad.yaml:6" in proc.stderr
 
 
 def test_check_prints_the_start_plan_with_parallel_levels() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor",
-            "check",
-            "--config",
-            str(REPO_ROOT / "config" / "demo.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("check", "--config", str(REPO_ROOT / "config" / "demo.yaml"))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "valid" in lines[0]
