@@ -58,7 +58,7 @@ def private_client(engine: PrivateEngine, project_name: str) -> Iterator[docker.
     client.close()
 
 
-def small_stack(project: str, image: str) -> dict[str, Any]:
+def small_stack(project: str, image: str, db_interval: str = "500ms") -> dict[str, Any]:
     """db (exec probe) <- migrate (job) <- app (http probe, also on db healthy)."""
     health = {"interval": "500ms", "timeout": "1s", "retries": 2, "start_period": "10s"}
     ready = {"STANDIN_READY_DELAY": str(READY_DELAY)}
@@ -76,7 +76,7 @@ def small_stack(project: str, image: str) -> dict[str, Any]:
                 "image": image,
                 "environment": ready,
                 "networks": ["inner"],
-                "health": {**health, "exec": ["pg_isready", "-U", "app"]},
+                "health": {**health, "interval": db_interval, "exec": ["pg_isready", "-U", "app"]},
             },
             "migrate": {
                 "image": image,
@@ -98,9 +98,9 @@ def small_stack(project: str, image: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def daemon_for(
-    engine: PrivateEngine, tmp_path: Path, project: str, image: str
+    engine: PrivateEngine, tmp_path: Path, project: str, image: str, db_interval: str = "500ms"
 ) -> Iterator[DaemonProcess]:
-    path = write_config(tmp_path, small_stack(project, image))
+    path = write_config(tmp_path, small_stack(project, image, db_interval))
     with running_daemon(path, tmp_path / "daemon.log", engine.env(), engine.wrap) as daemon:
         yield daemon
 
@@ -142,14 +142,26 @@ def test_absent_engine_is_waited_for_with_backoff_then_the_stack_starts(
         assert daemon.wait_exit(timeout=60) == 0
 
 
+@pytest.mark.parametrize(
+    ("outage", "db_interval"),
+    [
+        ("brief", "500ms"),
+        # The engine stays away until the event stream's reconnect backoff has grown to 4 s, and
+        # db's probe (30 s) cannot notice the outage by itself: only the engine's events and the
+        # reconnect's re-inspection tell the daemon that db went down with it.
+        ("long", "30s"),
+    ],
+)
 def test_engine_restart_brings_the_stack_back_in_dependency_order(
     engine: PrivateEngine,
     private_client: docker.DockerClient,
     tmp_path: Path,
     project_name: str,
     stand_in_image: str,
+    outage: str,
+    db_interval: str,
 ) -> None:
-    with daemon_for(engine, tmp_path, project_name, stand_in_image) as daemon:
+    with daemon_for(engine, tmp_path, project_name, stand_in_image, db_interval) as daemon:
         daemon.wait_states(UP, timeout=60)
         first = {s: state(private_client, project_name, s)["State"] for s in UP}
         assert (
@@ -160,6 +172,15 @@ def test_engine_restart_brings_the_stack_back_in_dependency_order(
 
         seen = len(daemon.records())
         engine.stop()  # SIGTERM: the engine stops every container on its way out
+        if outage == "long":
+            daemon.wait_logged(
+                lambda r: (
+                    r.get("event") == "docker event stream broken"
+                    and float(r.get("retry_in", 0)) >= 4
+                ),
+                timeout=30,
+                what="event stream reconnect backoff at 4 s",
+            )
         engine.start()
         client = engine.client()
         try:
