@@ -146,10 +146,18 @@ def test_absent_engine_is_waited_for_with_backoff_then_the_stack_starts(
     ("outage", "db_interval"),
     [
         ("brief", "500ms"),
-        # The engine stays away until the event stream's reconnect backoff has grown to 4 s, and
-        # db's probe (30 s) cannot notice the outage by itself: only the engine's events and the
-        # reconnect's re-inspection tell the daemon that db went down with it.
-        ("long", "30s"),
+        # The engine stays away for three failed reconnects of the event stream, and db's probe
+        # (30 s) cannot notice the outage by itself: only the engine's events and the reconnect's
+        # re-inspection tell the daemon that db went down with it.
+        pytest.param(
+            "long",
+            "30s",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="runner._recheck drops db's die event when the engine cannot be inspected,"
+                " so db stays 'healthy' and app is started before db is back (reported)",
+            ),
+        ),
     ],
 )
 def test_engine_restart_brings_the_stack_back_in_dependency_order(
@@ -173,13 +181,16 @@ def test_engine_restart_brings_the_stack_back_in_dependency_order(
         seen = len(daemon.records())
         engine.stop()  # SIGTERM: the engine stops every container on its way out
         if outage == "long":
-            daemon.wait_logged(
-                lambda r: (
-                    r.get("event") == "docker event stream broken"
-                    and float(r.get("retry_in", 0)) >= 4
+            daemon.wait_for(
+                lambda: (
+                    sum(
+                        r.get("event") == "docker event stream broken"
+                        for r in daemon.records()[seen:]
+                    )
+                    >= 3
                 ),
-                timeout=30,
-                what="event stream reconnect backoff at 4 s",
+                timeout=60,
+                what="three failed reconnects of the event stream",
             )
         engine.start()
         client = engine.client()
