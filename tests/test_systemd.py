@@ -16,7 +16,7 @@ import pytest
 from daemon_process import running_daemon, write_config
 
 from supervisor.config import ConfigError, parse_config
-from supervisor.daemon import DaemonState, Supervisor
+from supervisor.daemon import DaemonState, ReloadResult, Supervisor
 from supervisor.service import State
 from supervisor.status import ServiceStatus
 from supervisor.systemd import (
@@ -177,6 +177,12 @@ def start_stack(supervisor: Supervisor, *statuses: ServiceStatus) -> FakeStack:
     return stack
 
 
+async def reload(supervisor: Supervisor) -> ReloadResult:
+    """One reload through the daemon's reload queue, served for just this call."""
+    async with supervisor.reloading():
+        return await supervisor.reload()
+
+
 # --------------------------------------------------------------------------- unit tests
 
 
@@ -302,7 +308,7 @@ async def test_reload_sends_reloading_with_monotonic_usec_then_ready(tmp_path: P
     sd.refresh()
     assert sd.ready
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    result = await supervisor.reload()
+    result = await reload(supervisor)
     assert result.ok
     reloading, ready = sent.sent[-2:]
     lines = dict(line.split("=", 1) for line in reloading.splitlines())
@@ -316,7 +322,7 @@ async def test_refused_reload_says_why_in_status(tmp_path: Path) -> None:
     start_stack(supervisor, status("db", State.HEALTHY), status("web", State.HEALTHY))
     sd.refresh()
     supervisor.config_path.write_text(CONFIG.replace("interval: 10s", "interval: often"))
-    result = await supervisor.reload()
+    result = await reload(supervisor)
     assert not result.ok
     assert sent.sent[-1].startswith("READY=1\nSTATUS=reload refused (")
     assert "services.web.health.interval" in sent.sent[-1]
@@ -325,7 +331,7 @@ async def test_refused_reload_says_why_in_status(tmp_path: Path) -> None:
 async def test_reload_before_ready_is_not_reported_to_systemd(tmp_path: Path) -> None:
     _, supervisor, sent, _ = make_notifier(tmp_path)
     start_stack(supervisor, status("db", State.STARTING), status("web", State.PENDING))
-    await supervisor.reload()
+    await reload(supervisor)
     assert not any("RELOADING" in m or "READY" in m for m in sent.sent)
 
 
