@@ -350,16 +350,19 @@ def test_stopping_sent_once_and_nothing_after(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the real daemon
 
 
-def small_stack(project: str, image: str, **systemd: Any) -> dict[str, Any]:
+def small_stack(
+    project: str, image: str, *, db_ready_delay: float = 1.5, **top_level: Any
+) -> dict[str, Any]:
+    """db (healthy after a delay) -> migrate (job) -> app (HTTP probe), with stand-ins."""
     return {
         "version": 1,
         "project": project,
-        "systemd": systemd,
+        **top_level,
         "defaults": {"pull": "never", "stop": {"timeout": "5s"}},
         "services": {
             "db": {
                 "image": image,
-                "environment": {"STANDIN_READY_DELAY": "1.5"},
+                "environment": {"STANDIN_READY_DELAY": str(db_ready_delay)},
                 "health": {"exec": ["pg_isready"], "interval": "1s"},
             },
             "migrate": {
@@ -428,7 +431,7 @@ def test_daemon_without_docker_says_so_and_is_ready_degraded_after_the_deadline(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
-    config = small_stack(project_name, stand_in_image, startup_timeout="2s")
+    config = small_stack(project_name, stand_in_image, systemd={"startup_timeout": "2s"})
     path = write_config(tmp_path, config)
     with running_daemon(path, tmp_path / "daemon.log") as daemon:
         notify_socket.wait_for("STATUS", WAITING_FOR_DOCKER, timeout=20)

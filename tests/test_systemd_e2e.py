@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, remove_project
 from helpers import wait_until
+from test_systemd import small_stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -90,31 +91,9 @@ def _wheels(tmp: Path) -> tuple[Path, Path]:
 
 
 def stack_config(project: str, image: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "project": project,
-        # Changes over TCP need a token; the unit's RuntimeDirectory holds the socket instead.
-        "api": {"listen": "unix:///run/ovpn-supervisor/api.sock"},
-        "defaults": {"pull": "never", "stop": {"timeout": "5s"}},
-        "services": {
-            "db": {
-                "image": image,
-                "environment": {"STANDIN_READY_DELAY": str(DB_READY_DELAY)},
-                "health": {"exec": ["pg_isready"], "interval": "1s"},
-            },
-            "migrate": {
-                "image": image,
-                "type": "job",
-                "environment": {"STANDIN_ROLE": "job", "STANDIN_RUN_TIME": "0.3"},
-                "depends_on": {"db": "healthy"},
-            },
-            "app": {
-                "image": image,
-                "depends_on": {"migrate": "completed"},
-                "health": {"http": {"port": 8080}, "interval": "1s"},
-            },
-        },
-    }
+    # Changes over TCP need a token; the unit's RuntimeDirectory holds the socket instead.
+    api = {"listen": "unix:///run/ovpn-supervisor/api.sock"}
+    return small_stack(project, image, db_ready_delay=DB_READY_DELAY, api=api)
 
 
 @pytest.fixture(scope="module")
