@@ -77,16 +77,22 @@ class SystemdHost:
 def _wheels(tmp: Path) -> tuple[Path, Path]:
     """Dependency wheels (cached per pyproject.toml) and this tree's own wheel (fresh)."""
     pip = [str(REPO_ROOT / ".venv" / "bin" / "pip"), "wheel", "-q", "--disable-pip-version-check"]
+    # Built from a copy: pip builds in the source folder, which other test runs share.
+    source = tmp / "project"
+    shutil.copytree(REPO_ROOT / "supervisor", source / "supervisor")
+    for name in ("pyproject.toml", "README.md"):
+        if (REPO_ROOT / name).exists():
+            shutil.copy2(REPO_ROOT / name, source / name)
     key = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     deps = WHEEL_CACHE / key
     if not deps.is_dir():
         building = WHEEL_CACHE / f"{key}.{uuid.uuid4().hex[:6]}"
-        subprocess.run([*pip, "-w", str(building), str(REPO_ROOT)], check=True, timeout=600)
+        subprocess.run([*pip, "-w", str(building), str(source)], check=True, timeout=600)
         for own in building.glob("ovpn_supervisor-*.whl"):
             own.unlink()
         building.rename(deps)
     own = tmp / "own"
-    subprocess.run([*pip, "--no-deps", "-w", str(own), str(REPO_ROOT)], check=True, timeout=300)
+    subprocess.run([*pip, "--no-deps", "-w", str(own), str(source)], check=True, timeout=300)
     return deps, own
 
 
