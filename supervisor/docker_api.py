@@ -92,6 +92,13 @@ class StreamReset:
 
 
 @dataclass(frozen=True)
+class StreamLost:
+    """The event stream broke: the engine is probably gone (it reconnects by itself)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """Outcome of a command run inside a container."""
 
@@ -382,14 +389,14 @@ class DockerRuntime:
 
     async def events(
         self, project: str, *, retry_initial: float = 0.5, retry_max: float = 10.0
-    ) -> AsyncIterator[ContainerEvent | StreamReset]:
+    ) -> AsyncIterator[ContainerEvent | StreamReset | StreamLost]:
         """The project's container events, reconnecting with backoff when the stream breaks.
 
         A `StreamReset` is yielded on every (re)connection: events may have been missed, so the
         consumer re-inspects what it manages.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ContainerEvent | StreamReset] = asyncio.Queue()
+        queue: asyncio.Queue[ContainerEvent | StreamReset | StreamLost] = asyncio.Queue()
         stopping = threading.Event()
         holder: dict[str, Any] = {}
 
@@ -419,6 +426,7 @@ class DockerRuntime:
                     if stopping.is_set():
                         break
                     log.warning("docker event stream broken", error=str(exc), retry_in=delay)
+                    loop.call_soon_threadsafe(queue.put_nowait, StreamLost(str(exc)))
                 finally:
                     if client is not None:
                         with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ import structlog
 
 from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
+from supervisor.engine_gate import EngineGate
 from supervisor.probes import ProbeResult, ProbeTarget
 from supervisor.service import (
     CONTAINER_UP,
@@ -83,7 +84,14 @@ class _Retry:
     action: Action
 
 
-_Input = Event | _DockerNoticed | _ProbeDone | _Retry
+@dataclass(frozen=True)
+class _Recheck:
+    """Re-inspect the container now and say when the machine has taken it in."""
+
+    done: asyncio.Future[None]
+
+
+_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck
 
 
 class ServiceRunner:
@@ -98,6 +106,7 @@ class ServiceRunner:
         board: StateBoard,
         clock: Callable[[], float],
         observer: StackObserver,
+        gate: EngineGate,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -109,6 +118,8 @@ class ServiceRunner:
         self._board = board
         self._clock = clock
         self._observer = observer
+        self._gate = gate
+        self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
         self._address: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -201,6 +212,8 @@ class ServiceRunner:
                 self._backoff.cancel()
             if self._ahead is not None:
                 self._ahead.cancel()
+            if self._engine_wait is not None:
+                self._engine_wait.cancel()
 
     async def kill(self) -> None:
         """Shutdown in a hurry: SIGKILL the container, whatever it is doing."""
@@ -219,6 +232,16 @@ class ServiceRunner:
         elif isinstance(item, _Retry):
             if self.machine.state in (State.PENDING, State.RESTARTING):
                 await self._perform(item.action)
+            return
+        elif isinstance(item, _Recheck):
+            try:
+                if self.machine.container_id:
+                    found = await self._recheck(_DockerNoticed(self.machine.container_id))
+                    if found is not None:
+                        await self._apply(found)
+            finally:
+                if not item.done.done():
+                    item.done.set_result(None)
             return
         else:
             event = item
@@ -249,15 +272,19 @@ class ServiceRunner:
 
     async def _perform(self, action: Action) -> None:
         match action:
+            case StartContainer() if not self._gate.is_open:
+                # The engine is away or the stack has not caught up with it yet.
+                self._retry_when_engine_back(WaitForDependencies())
             case StartContainer():
                 began = self._clock()
                 try:
                     container_id, completed = await self._start()
                 except DockerUnavailable as exc:
-                    # Not the service's fault: wait for the engine, then try again.
+                    # Not the service's fault. Once the engine is back and every service has
+                    # been re-inspected, judge the dependencies again before starting.
                     self._log.warning("engine unavailable; start deferred", error=str(exc))
-                    await self._await_engine()
-                    self.post(_Retry(action))
+                    self._gate.lost(str(exc))
+                    self._retry_when_engine_back(WaitForDependencies())
                 except DockerError as exc:
                     await self._apply(StartFailed(str(exc)))
                 else:
@@ -391,6 +418,8 @@ class ServiceRunner:
         except DockerError as exc:
             # The engine is away; the stream's reconnect triggers another recheck.
             self._log.warning("cannot inspect container", error=str(exc))
+            if isinstance(exc, DockerUnavailable):
+                self._gate.lost(str(exc))
             return None
         if info is not None and info.running:
             return None  # a stale event about a run that has since been restarted
@@ -398,16 +427,19 @@ class ServiceRunner:
             return ContainerExited(None, removed=True)
         return ContainerExited(info.exit_code, oom_killed=info.oom_killed or noticed.oom_killed)
 
-    async def _await_engine(self, initial: float = 0.5, maximum: float = 10.0) -> None:
-        delay = initial
-        while True:
-            try:
-                await self._runtime.inspect_container(self.spec.name)
-            except DockerUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, maximum)
-            else:
-                return
+    def _retry_when_engine_back(self, action: Action) -> None:
+        async def retry() -> None:
+            await self._gate.wait_open()
+            self.post(_Retry(action))
+
+        if self._engine_wait is None or self._engine_wait.done():
+            self._engine_wait = asyncio.create_task(retry(), name=f"engine-wait-{self.name}")
+
+    async def recheck(self) -> None:
+        """Re-inspect the container; returns once the machine has taken the answer in."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.post(_Recheck(done))
+        await done
 
     # -- probes ---------------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ import structlog
 from supervisor.config import StackConfig
 from supervisor.config_diff import ConfigDiff
 from supervisor.dependency_restarts import DependencyRestarts
-from supervisor.docker_api import ContainerEvent, DockerError, DockerRuntime, StreamReset
+from supervisor.docker_api import (
+    ContainerEvent,
+    DockerError,
+    DockerRuntime,
+    StreamLost,
+    StreamReset,
+)
+from supervisor.engine_gate import EngineGate
 from supervisor.graph import DependencyGraph
 from supervisor.probes import Prober
 from supervisor.runner import ServiceRunner
@@ -35,6 +42,8 @@ log = structlog.get_logger(__name__)
 RESYNC_INTERVAL = 30.0
 # A container whose service left the config has no stop timeout of its own any more.
 DEFAULT_ORPHAN_STOP_TIMEOUT = 10.0
+# A runner busy with a long stop must not hold every other start after a reconnect forever.
+CATCH_UP_TIMEOUT = 30.0
 # How long a reload waits for the services it (re)created to come up before it reports.
 APPLY_START_WAIT = 120.0
 
@@ -66,6 +75,7 @@ class Stack:
         self._runtime = runtime
         self._prober = prober
         self._clock = clock
+        self.engine = EngineGate()
         self.observers = observers or Observers()
         self.runners = {name: self._runner(config, name) for name in config.services}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -89,6 +99,7 @@ class Stack:
             self.board,
             self._clock,
             self.observers,
+            self.engine,
         )
 
     def _launch(self, runner: ServiceRunner) -> None:
@@ -200,13 +211,26 @@ class Stack:
 
     async def _watch_events(self) -> None:
         async for event in self._runtime.events(self.config.project):
-            if isinstance(event, StreamReset):
+            if isinstance(event, StreamLost):
+                self.engine.lost(event.error)
+            elif isinstance(event, StreamReset):
                 self._events_connected.set()
                 if event.reconnected:
                     log.info("docker event stream reconnected; re-inspecting containers")
-                    self._resync()
+                    await self._catch_up()
             elif isinstance(event, ContainerEvent) and event.service in self.runners:
                 self.runners[event.service].docker_event(event.action, event.container_id)
+
+    async def _catch_up(self) -> None:
+        """After a gap in the event stream: every runner re-inspects its container before
+        anything may start again, so dependencies are judged on what really runs."""
+        self.engine.lost("event stream was interrupted")
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT):
+                await asyncio.gather(*(runner.recheck() for runner in self.runners.values()))
+        except TimeoutError:
+            log.warning("re-inspection after reconnect is slow; resuming starts anyway")
+        self.engine.reopen()
 
     async def _resync_periodically(self) -> None:
         while True:

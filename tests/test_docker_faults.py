@@ -149,15 +149,7 @@ def test_absent_engine_is_waited_for_with_backoff_then_the_stack_starts(
         # The engine stays away for three failed reconnects of the event stream, and db's probe
         # (30 s) cannot notice the outage by itself: only the engine's events and the reconnect's
         # re-inspection tell the daemon that db went down with it.
-        pytest.param(
-            "long",
-            "30s",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="runner._recheck drops db's die event when the engine cannot be inspected,"
-                " so db stays 'healthy' and app is started before db is back (reported)",
-            ),
-        ),
+        ("long", "30s"),
     ],
 )
 def test_engine_restart_brings_the_stack_back_in_dependency_order(
