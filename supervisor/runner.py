@@ -26,6 +26,7 @@ from supervisor.service import (
     DependenciesMet,
     DependencyFailed,
     Event,
+    JobFoundCompleted,
     ProbeFailed,
     ProbeSucceeded,
     ScheduleBackoff,
@@ -288,10 +289,11 @@ class ServiceRunner:
                 except DockerError as exc:
                     await self._apply(StartFailed(str(exc)))
                 else:
-                    self._observer.container_started(self.name, self._clock() - began)
-                    await self._apply(ContainerStarted(container_id))
                     if completed:
-                        await self._apply(ContainerExited(0))
+                        await self._apply(JobFoundCompleted(container_id))
+                    else:
+                        self._observer.container_started(self.name, self._clock() - began)
+                        await self._apply(ContainerStarted(container_id))
             case StopContainer(reason):
                 if self.machine.container_id:
                     self._log.info(

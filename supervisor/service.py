@@ -65,6 +65,13 @@ class ContainerStarted:
 
 
 @dataclass(frozen=True)
+class JobFoundCompleted:
+    """A job's container had already exited 0 and is adopted as done (daemon restart)."""
+
+    container_id: str
+
+
+@dataclass(frozen=True)
 class StartFailed:
     error: str
 
@@ -121,6 +128,7 @@ Event = (
     DependenciesMet
     | DependencyFailed
     | ContainerStarted
+    | JobFoundCompleted
     | StartFailed
     | ProbeSucceeded
     | ProbeFailed
@@ -252,6 +260,12 @@ class ServiceMachine:
                 return []
             case ContainerStarted(container_id):
                 return self._started(container_id, now)
+            case JobFoundCompleted(container_id):
+                # PENDING -> COMPLETED: adopted, not run again
+                self.container_id = container_id
+                self.last_exit_code = 0
+                self._move(State.COMPLETED, "completed before the daemon restarted", now)
+                return []
             case StartFailed(error):
                 # PENDING -> FAILED: a first start that fails (pull, create) needs the operator
                 self._move(State.FAILED, error, now)

@@ -15,6 +15,7 @@ from supervisor.service import (
     ContainerStopped,
     DependenciesMet,
     DependencyFailed,
+    JobFoundCompleted,
     ProbeFailed,
     ProbeSucceeded,
     RestartCause,
@@ -343,3 +344,11 @@ def test_no_restart_once_shutdown_began() -> None:
     assert m.handle(ContainerExited(137), 3) == []
     assert m.state is State.STOPPED
     assert "during shutdown" in m.reason
+
+
+def test_pending_to_completed_for_a_job_found_completed() -> None:
+    m = ServiceMachine(service(job=True, probe=False))
+    m.handle(DependenciesMet(), 0)
+    assert m.handle(JobFoundCompleted("c0"), 0) == []
+    assert m.state is State.COMPLETED
+    assert m.take_transitions()[-1][:2] == (State.PENDING, State.COMPLETED)
