@@ -9,8 +9,9 @@
     and resets after 10 s of running; so every round waits until both containers have run 10.5 s,
     and both are measured on a fresh backoff. Same instrument (engine events) for both.
 (b) health broken -> restart issued: `/stand-in-ctl fail` (HTTP 500 at once) and `hang` (no
-    answer, so each probe takes its timeout), from the moment the exec returned to the daemon's
-    `state changed ... new: restarting` log record; vs the bound `interval x retries + timeout`.
+    answer, so each probe takes its timeout), injected at a random phase of the probe loop, from the
+    moment the exec returned to the daemon's `state changed ... new: restarting` log record; vs the
+    bound `interval x retries + timeout`.
 (c) steady state: 50 stand-ins with an HTTP probe every 1 s; for 60 s, CPU% (utime+stime from
     /proc/PID/stat) and RSS (VmRSS, sampled; VmHWM) of the daemon vs `bench/reference_poller.py`
     (a bare aiohttp loop polling the same 50 endpoints every 1 s), both measured over the same
@@ -27,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import secrets
 import signal
 import statistics
@@ -272,6 +274,9 @@ def bench_unhealthy(api: docker.APIClient, rounds: int) -> dict[str, Any]:
             try:
                 for rnd in range(rounds):
                     daemon.wait_states({"svc": "healthy"}, 60)
+                    # A random phase against the probe loop: `healthy` is logged right after a
+                    # probe, so a fault injected at once would always land at the same phase.
+                    time.sleep(interval + random.uniform(0, interval))
                     seen = len(daemon.records())
                     cid = api.inspect_container(f"{name}-svc")["Id"]
                     exec_ctl(api, cid, mode)
