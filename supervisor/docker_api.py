@@ -388,7 +388,7 @@ class DockerRuntime:
     # -- events ---------------------------------------------------------------------------
 
     async def events(
-        self, project: str, *, retry_initial: float = 0.5, retry_max: float = 10.0
+        self, project: str, *, retry_initial: float = 0.25, retry_max: float = 2.0
     ) -> AsyncIterator[ContainerEvent | StreamReset | StreamLost]:
         """The project's container events, reconnecting with backoff when the stream breaks.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -68,8 +68,8 @@ class _DockerNoticed:
     """The engine said something about our container; re-inspect before believing it."""
 
     container_id: str
-    oom_killed: bool = False
-    removed: bool = False
+    exit_code: int | None = None  # a `die` event says it
+    at_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,10 @@ class ServiceRunner:
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
         self._ahead: asyncio.Task[None] | None = None
-        self._created_ahead: str | None = None
+        # (container id, config hash) of the container this runner last made or started.
+        self._known: tuple[str, str] | None = None
+        self._started_ns = 0
+        self._oom_seen: str | None = None
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -179,12 +182,22 @@ class ServiceRunner:
         """Hand the runner an event; safe from any task on the loop."""
         self._inbox.put_nowait(event)
 
-    def docker_event(self, action: str, container_id: str) -> None:
+    def docker_event(
+        self,
+        action: str,
+        container_id: str,
+        attributes: Mapping[str, str] | None = None,
+        at_ns: int = 0,
+    ) -> None:
         """Route an engine event about this service's container."""
-        if action in ("die", "destroy"):
-            self.post(_DockerNoticed(container_id, removed=action == "destroy"))
+        if action == "die":
+            code = (attributes or {}).get("exitCode", "")
+            exit_code = int(code) if code.lstrip("-").isdigit() else None
+            self.post(_DockerNoticed(container_id, exit_code=exit_code, at_ns=at_ns))
+        elif action == "destroy":
+            self.post(_DockerNoticed(container_id))
         elif action == "oom":
-            self.post(_DockerNoticed(container_id, oom_killed=True))
+            self._oom_seen = container_id  # the `die` that follows is an OOM kill
 
     def resync(self) -> None:
         """The event stream was interrupted: check the container's real state."""
@@ -338,10 +351,9 @@ class ServiceRunner:
             info = None
         if info is None:
             await self._ensure_image()
-            self._created_ahead = await self._runtime.create_container(spec)
-            self._log.info(
-                "container created", container=self._created_ahead[:12], image=spec.image
-            )
+            created = await self._runtime.create_container(spec)
+            self._known = (created, spec.config_hash)
+            self._log.info("container created", container=created[:12], image=spec.image)
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.
@@ -353,20 +365,19 @@ class ServiceRunner:
             ahead, self._ahead = self._ahead, None
             with contextlib.suppress(DockerError):
                 await ahead  # any problem shows again below, where it counts
-        created, self._created_ahead = self._created_ahead, None
-        if created is not None:
+        known, self._known = self._known, None
+        if known is not None and known[1] == spec.config_hash:
+            # A container this runner made or ran with the current config (made ahead, or
+            # restarting): just start it, with no look-up first.
             try:
-                await self._runtime.start_container(created)
+                await self._start_known(known[0])
             except DockerUnavailable:
                 raise
             except DockerError as exc:
-                # Gone or changed since it was made: take the long way below.
-                self._log.warning("container made ahead cannot start", error=str(exc))
+                # Gone or changed out of band since: take the long way below.
+                self._log.warning("known container cannot start", error=str(exc))
             else:
-                self._log.info("container started", container=created[:12])
-                started = await self._runtime.inspect_container(created)
-                self._address = started.address if started is not None else None
-                return created, False
+                return known[0], False
         info = await self._runtime.inspect_container(spec.name)
         if info is not None and info.config_hash != spec.config_hash:
             self._log.info("recreating container: config changed", container=info.id[:12])
@@ -393,12 +404,21 @@ class ServiceRunner:
             container_id = info.id
         if info is not None and info.running:
             self._log.info("container adopted", container=container_id[:12])
+            self._known = (container_id, spec.config_hash)
+            started = await self._runtime.inspect_container(container_id)
+            self._address = started.address if started is not None else None
         else:
-            await self._runtime.start_container(container_id)
-            self._log.info("container started", container=container_id[:12])
+            await self._start_known(container_id)
+        return container_id, False
+
+    async def _start_known(self, container_id: str) -> None:
+        # Engine events about this container from before this instant are about an earlier run.
+        self._started_ns = time.time_ns()
+        await self._runtime.start_container(container_id)
+        self._known = (container_id, self.spec.config_hash)
+        self._log.info("container started", container=container_id[:12])
         started = await self._runtime.inspect_container(container_id)
         self._address = started.address if started is not None else None
-        return container_id, False
 
     async def _ensure_image(self) -> None:
         image, policy = self.service.image, self.service.pull
@@ -415,6 +435,10 @@ class ServiceRunner:
         """Turn an engine event into a machine event only if the container really is down."""
         if noticed.container_id != self.machine.container_id or not self.machine.container_up:
             return None
+        if noticed.exit_code is not None and noticed.at_ns > self._started_ns:
+            # A `die` of the current run carries its exit code: no need to ask the engine.
+            oom, self._oom_seen = self._oom_seen == noticed.container_id, None
+            return ContainerExited(noticed.exit_code, oom_killed=oom)
         try:
             info = await self._runtime.inspect_container(noticed.container_id)
         except DockerError as exc:
@@ -427,7 +451,7 @@ class ServiceRunner:
             return None  # a stale event about a run that has since been restarted
         if info is None:
             return ContainerExited(None, removed=True)
-        return ContainerExited(info.exit_code, oom_killed=info.oom_killed or noticed.oom_killed)
+        return ContainerExited(info.exit_code, oom_killed=info.oom_killed)
 
     def _retry_when_engine_back(self, action: Action) -> None:
         async def retry() -> None:
@@ -472,12 +496,17 @@ class ServiceRunner:
         health = self.service.health
         assert health is not None
         target = ProbeTarget(container_id, self._address)
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(_ProbeDone(container_id, result))
-            # Probe fast until the first success, then at the steady interval.
+            # Probe fast until the first success, then at the steady interval. At a fixed
+            # rate: a probe that runs into its timeout must not stretch the period, or
+            # detection would take retries x (interval + timeout).
             fast = self.machine.state is State.STARTING
-            await asyncio.sleep(health.start_interval if fast else health.interval)
+            period = health.start_interval if fast else health.interval
+            await asyncio.sleep(max(0.0, began + period - loop.time()))
 
     # -- dependencies ---------------------------------------------------------------------
 

@@ -219,7 +219,9 @@ class Stack:
                     log.info("docker event stream reconnected; re-inspecting containers")
                     await self._catch_up()
             elif isinstance(event, ContainerEvent) and event.service in self.runners:
-                self.runners[event.service].docker_event(event.action, event.container_id)
+                self.runners[event.service].docker_event(
+                    event.action, event.container_id, event.attributes, event.time_ns
+                )
 
     async def _catch_up(self) -> None:
         """After a gap in the event stream: every runner re-inspects its container before
