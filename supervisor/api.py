@@ -256,9 +256,39 @@ def _services(sup: SupervisorView) -> list[ServiceStatus]:
     return sup.stack.statuses() if sup.stack is not None else []
 
 
+@dataclass
+class _ServicesPart:
+    """The services' part of /v1/status, serialised once per change rather than per request."""
+
+    generation: int
+    text: str
+    summary: str
+    all_up: bool
+
+
+_SERVICES_PART = web.AppKey("services_part", list[_ServicesPart])
+
+
+def _services_part(request: web.Request) -> _ServicesPart:
+    sup = request.app[SUPERVISOR]
+    generation = getattr(sup, "status_generation", None)
+    held = request.app[_SERVICES_PART]
+    if generation is not None and held and held[0].generation == generation:
+        return held[0]
+    statuses = _services(sup)
+    part = _ServicesPart(
+        generation=-1 if generation is None else generation,
+        text=_dumps([service_json(s) for s in statuses]),
+        summary=summarize(statuses) if statuses else "no services supervised yet",
+        all_up=bool(statuses) and all(s.up_to_target for s in statuses),
+    )
+    held[:] = [part] if generation is not None else []
+    return part
+
+
 async def get_status(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
-    statuses = _services(sup)
+    services = _services_part(request)
     daemon = {
         "state": sup.state.value,
         "version": sup.version,
@@ -268,11 +298,11 @@ async def get_status(request: web.Request) -> web.Response:
         "config_digest": sup.config_digest,
         "docker_connected": sup.docker_connected,
         "last_reload": None if sup.last_reload is None else reload_json(sup.last_reload),
-        "summary": summarize(statuses) if statuses else "no services supervised yet",
-        "all_up": bool(statuses) and all(s.up_to_target for s in statuses),
+        "summary": services.summary,
+        "all_up": services.all_up,
     }
-    body = {"daemon": daemon, "services": [service_json(s) for s in statuses]}
-    return web.json_response(body, dumps=_dumps)
+    text = f'{{"daemon":{_dumps(daemon)},"services":{services.text}}}'
+    return web.Response(text=text, content_type="application/json")
 
 
 def _service_name(request: web.Request) -> str:
@@ -354,6 +384,7 @@ def build_app(
     app[POLICY] = policy
     app[LIVENESS] = liveness or Liveness()
     app[SCRAPES] = ScrapeCache(metrics)
+    app[_SERVICES_PART] = []
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_post("/v1/services/{name}/{action:restart|stop|start}", post_command)

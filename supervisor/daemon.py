@@ -21,7 +21,7 @@ from supervisor.config import ConfigError, ConfigProblem, StackConfig
 from supervisor.config_diff import diff_configs
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
 from supervisor.file_watch import FileWatcher
-from supervisor.probes import Prober
+from supervisor.probes import Prober, ProbeResult
 from supervisor.reload_queue import ReloadQueue
 from supervisor.service import State
 from supervisor.stack import Stack, StackError
@@ -93,6 +93,8 @@ class Supervisor(StackObserver):
         self.last_reload: ReloadResult | None = None
         self.intent = ShutdownIntent()
         self.stack: Stack | None = None
+        # Bumped whenever anything a service status shows may have changed (API caching).
+        self.status_generation = 0
         # Components register here before the stack exists; the stack reports through it.
         self.observers = Observers()
         self.observers.add(self)
@@ -100,6 +102,7 @@ class Supervisor(StackObserver):
         self._watcher: FileWatcher | None = None
 
     def service_changed(self, status: ServiceStatus, old: State) -> None:
+        self.status_generation += 1
         if (
             self.state is DaemonState.STARTING
             and self.stack is not None
@@ -110,6 +113,12 @@ class Supervisor(StackObserver):
 
     def stack_stopping(self) -> None:
         self.state = DaemonState.STOPPING
+
+    def probe_done(self, service: str, result: ProbeResult) -> None:
+        self.status_generation += 1
+
+    def reload_done(self, ok: bool, at: float) -> None:
+        self.status_generation += 1
 
     @property
     def uptime(self) -> float:

@@ -429,3 +429,17 @@ async def test_metrics_are_served_from_a_copy_that_refresh_renews(make_client: M
     assert app is not None
     await app[SCRAPES].refresh()
     assert 'state="failed"} 1.0' in await (await client.get("/metrics")).text()
+
+
+async def test_status_services_are_serialised_once_per_change(make_client: MakeClient) -> None:
+    sup = fake_supervisor(service("web"))
+    sup.status_generation = 1  # type: ignore[attr-defined]
+    client = await make_client(sup)
+    first = await (await client.get("/v1/status")).json()
+    assert sup.stack is not None
+    sup.stack.services = [service("web"), service("db")]
+    # Same generation: the cached services part is served (nothing changed as far as it knows).
+    assert (await (await client.get("/v1/status")).json())["services"] == first["services"]
+    sup.status_generation = 2  # type: ignore[attr-defined]
+    names = [s["name"] for s in (await (await client.get("/v1/status")).json())["services"]]
+    assert names == ["web", "db"]
