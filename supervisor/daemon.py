@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+GIL_SWITCH_INTERVAL = 0.0005
 # How long a reload waits for a stack that is still coming up before applying anyway.
 FIRST_START_WAIT = 300.0
 
@@ -275,6 +277,10 @@ async def run_daemon(
     shutdown_trigger: Callable[[ShutdownIntent], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
     """Run the stack until SIGTERM/SIGINT (or the injected trigger); return the exit code."""
+    # Worker threads (docker-py calls, /metrics rendering) hold the GIL in 5 ms slices by
+    # default; the event loop gives it up at every syscall and waits a slice to get it back,
+    # so answers stall behind a busy thread. Short slices keep the loop responsive.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     supervisor = Supervisor(config_path, config, runtime or DockerRuntime())
     intent = supervisor.intent
     loop = asyncio.get_running_loop()
