@@ -344,6 +344,8 @@ class ServiceRunner:
                 else True
             )
         )
+        if self.machine.state is not State.PENDING:
+            return  # blocked or stopped meanwhile: nothing to prepare for
         spec = self.spec
         info = await self._runtime.inspect_container(spec.name)
         if info is not None and info.config_hash != spec.config_hash and not info.running:
