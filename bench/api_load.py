@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,16 +26,10 @@ from typing import Any
 
 import aiohttp
 import yaml
+from common import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"/v1/status": 0.010, "/metrics": 0.020}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def config(project: str, services: int, port: int) -> dict[str, Any]:

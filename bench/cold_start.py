@@ -25,7 +25,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 
 import docker
 import yaml
+from common import free_port, iso_to_epoch, read_log, remove_by_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
@@ -136,35 +136,12 @@ def critical_path(config: dict[str, Any], hop: float) -> CriticalPath:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def iso_to_epoch(stamp: str) -> float:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-
-
-def remove_by_label(api: docker.APIClient, label: str) -> None:
-    """Last-resort cleanup of everything a run created (containers, networks, volumes)."""
-    for c in api.containers(all=True, filters={"label": label}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_container(c["Id"], force=True)
-    for n in api.networks(filters={"label": label}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_network(n["Id"])
-    for v in (api.volumes(filters={"label": label}) or {}).get("Volumes") or []:
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_volume(v["Name"])
 
 
 # -- per-hop Docker cost ------------------------------------------------------------------------
@@ -237,16 +214,6 @@ def our_config(project: str, slow: bool) -> dict[str, Any]:
     if slow:
         config["defaults"]["health"]["interval"] = "30s"
     return config
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def our_timeline(records: list[dict[str, Any]], t0: float) -> dict[str, dict[str, float]]:

@@ -29,7 +29,6 @@ bench/results/reload_overhead-latest.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -37,7 +36,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +47,7 @@ from typing import Any
 import docker
 import docker.errors
 import yaml
+from common import free_port, iso_to_epoch, read_log, remove_by_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
@@ -62,26 +61,6 @@ STEPS = ("stop", "rm", "create", "start")
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def iso_to_epoch(stamp: str) -> float:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def states(records: list[dict[str, Any]]) -> dict[str, str]:
@@ -150,19 +129,6 @@ def ms(values: list[float]) -> str:
 def run_text(argv: list[str]) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     return proc.stdout.strip() if proc.returncode == 0 else f"({proc.stderr.strip()[-100:]})"
-
-
-def remove_by_label(api: docker.APIClient, label: str) -> None:
-    """Last-resort cleanup of everything a run created (containers, networks, volumes)."""
-    for c in api.containers(all=True, filters={"label": label}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_container(c["Id"], force=True)
-    for n in api.networks(filters={"label": label}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_network(n["Id"])
-    for v in (api.volumes(filters={"label": label}) or {}).get("Volumes") or []:
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_volume(v["Name"])
 
 
 # -- the daemon and its config -------------------------------------------------------------------

@@ -44,6 +44,7 @@ from typing import Any
 import docker
 import docker.errors
 import yaml
+from common import iso_to_epoch, remove_by_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results" / "restart_latency-latest.json"
@@ -56,23 +57,8 @@ def say(*parts: object) -> None:
     print("[restart_latency]", *parts, file=sys.stderr, flush=True)
 
 
-def iso(stamp: str) -> float:
-    """RFC 3339 (Docker's or structlog's, with Z or +00:00) as epoch seconds."""
-    head, _, frac = stamp.replace("+00:00", "").rstrip("Z").partition(".")
-    return dt.datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def remove_by_label(api: docker.APIClient, value: str) -> None:
-    for c in api.containers(all=True, filters={"label": f"{LABEL}={value}"}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_container(c["Id"], force=True)
-    for n in api.networks(filters={"label": f"{LABEL}={value}"}):
-        with contextlib.suppress(docker.errors.APIError):
-            api.remove_network(n["Id"])
 
 
 # -- engine events and the daemon ----------------------------------------------------------------
@@ -176,7 +162,7 @@ def project(api: docker.APIClient) -> Iterator[str]:
     try:
         yield name
     finally:
-        remove_by_label(api, name)
+        remove_by_label(api, f"{LABEL}={name}")
 
 
 def config(name: str, services: dict[str, Any], backoff: str = "100ms") -> dict[str, Any]:
@@ -228,7 +214,7 @@ def bench_crash(api: docker.APIClient, rounds: int, backoff: str) -> dict[str, A
             for rnd in range(rounds):
                 for cid, out in ((our_id, ours), (docker_id, theirs)):
                     # A fresh backoff for both: each has run >= 10.5 s since its last start.
-                    started = iso(api.inspect_container(cid)["State"]["StartedAt"])
+                    started = iso_to_epoch(api.inspect_container(cid)["State"]["StartedAt"])
                     while time.time() < started + 10.5:
                         time.sleep(0.1)
                     before = time.time() - 0.001
@@ -285,7 +271,7 @@ def bench_unhealthy(api: docker.APIClient, rounds: int) -> dict[str, Any]:
                     def issued(s: int = seen, d: Daemon = daemon) -> float | None:
                         return next(
                             (
-                                iso(r["timestamp"])
+                                iso_to_epoch(r["timestamp"])
                                 for r in d.records()[s:]
                                 if r.get("event") == "state changed"
                                 and r.get("new") == "restarting"

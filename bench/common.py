@@ -1,0 +1,50 @@
+"""What the benchmark scripts share: ports, timestamps, the daemon's JSON log, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def iso_to_epoch(stamp: str) -> float:
+    """RFC 3339 (structlog's, or Docker's with nanoseconds) as epoch seconds."""
+    head, _, frac = stamp.replace("+00:00", "").rstrip("Z").partition(".")
+    return dt.datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines (anything else skipped)."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def remove_by_label(api: docker.APIClient, label: str) -> None:
+    """Last-resort cleanup of everything a run created (containers, networks, volumes)."""
+    for c in api.containers(all=True, filters={"label": label}):
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_container(c["Id"], force=True)
+    for n in api.networks(filters={"label": label}):
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_network(n["Id"])
+    for v in (api.volumes(filters={"label": label}) or {}).get("Volumes") or []:
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_volume(v["Name"])
