@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
 import os
 import platform
 import secrets
@@ -37,7 +35,7 @@ from typing import Any
 
 import docker
 import yaml
-from common import free_port, iso_to_epoch, read_log, remove_by_label
+from common import free_port, iso_to_epoch, read_log, remove_by_label, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
@@ -621,11 +619,7 @@ def main() -> int:
     }
     data["args"] = {k: str(v) for k, v in vars(args).items()}
     data["runs"] = [asdict(r) for r in runs]
-    data["at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    out = args.json or RESULTS_DIR / "cold_start-latest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"\nresults: {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
+    write_results(data, args.json or RESULTS_DIR / "cold_start-latest.json", REPO_ROOT)
     return 0
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,22 @@ def remove_by_label(api: docker.APIClient, label: str) -> None:
     for v in (api.volumes(filters={"label": label}) or {}).get("Volumes") or []:
         with contextlib.suppress(docker.errors.APIError):
             api.remove_volume(v["Name"])
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """SIGTERM the daemon and wait; SIGKILL it if it does not go in `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def write_results(data: dict[str, Any], out: Path, repo_root: Path) -> None:
+    """Stamp and write a benchmark's JSON, and say where it went."""
+    data["at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nresults: {out.relative_to(repo_root) if out.is_relative_to(repo_root) else out}")

@@ -29,13 +29,11 @@ bench/results/reload_overhead-latest.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,7 +45,7 @@ from typing import Any
 import docker
 import docker.errors
 import yaml
-from common import free_port, iso_to_epoch, read_log, remove_by_label
+from common import free_port, iso_to_epoch, read_log, remove_by_label, stop_process, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
@@ -201,13 +199,7 @@ class Stack:
         return took, result
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log_file.close()
         subprocess.run(
             [sys.executable, "-m", "supervisor", "down", "--config", str(self.link), "--volumes"],
@@ -570,11 +562,7 @@ def main() -> int:
     }
     data["args"] = {k: str(v) for k, v in vars(args).items()}
     data["steps"] = steps
-    data["at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    out = args.json or RESULTS_DIR / "reload_overhead-latest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"\nresults: {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
+    write_results(data, args.json or RESULTS_DIR / "reload_overhead-latest.json", REPO_ROOT)
     return 0
 
 

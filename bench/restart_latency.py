@@ -44,7 +44,7 @@ from typing import Any
 import docker
 import docker.errors
 import yaml
-from common import iso_to_epoch, remove_by_label
+from common import iso_to_epoch, remove_by_label, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results" / "restart_latency-latest.json"
@@ -146,13 +146,7 @@ class Daemon:
         wait(ok, timeout, f"states {want}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
