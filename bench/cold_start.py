@@ -2,7 +2,8 @@
 
 Each round runs, one after the other (never at the same time, so they do not share the CPU):
   * the per-hop Docker cost: `create` + `start` of the stand-in, through the API and the CLI;
-  * ours, fast:     `python -m supervisor run` on the stand-in demo (tests/fixtures/standin-demo.yaml, 1 s readiness delays);
+  * ours, fast:     `python -m supervisor run` on the stand-in demo
+                    (tests/fixtures/standin-demo.yaml, 1 s readiness delays);
   * compose, fast:  the same topology in a compose file, healthcheck interval --compose-interval;
   * ours, 30 s:     the same with `defaults.health.interval: 30s`;
   * compose, 30 s:  healthcheck interval 30s (no start_interval in compose 1.29 / engine 20.10),

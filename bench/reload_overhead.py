@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/reload_overhead.py [--rounds 5]
 
-One daemon runs the stand-in demo stack (tests/fixtures/standin-demo.yaml, renamed project, free ports). Once every
-service is up, each round does, waiting for the whole stack to be up again between steps:
+One daemon runs the stand-in demo stack (tests/fixtures/standin-demo.yaml, renamed project, free
+ports). Once every service is up, each round does, waiting for the whole stack to be up again
+between steps:
   * recreate:  a new environment variable on `signing`, then `python -m supervisor reload --json`;
   * reference: a bare stop (-t as the service's stop timeout) + rm + create + start of a stand-in
                like `signing` (same env, network, volume), through docker-py and through the CLI;

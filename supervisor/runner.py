@@ -409,9 +409,32 @@ class ServiceRunner:
             self._known = (container_id, spec.config_hash)
             started = await self._runtime.inspect_container(container_id)
             self._address = started.address if started is not None else None
+        elif info is not None:
+            container_id = await self._start_or_replace(container_id)
         else:
             await self._start_known(container_id)
         return container_id, False
+
+    async def _start_or_replace(self, container_id: str) -> str:
+        """Start an existing stopped container; one the engine refuses to start is replaced.
+
+        An engine that died during a start can leave the container's task behind in
+        containerd ("task ... already exists" after it is back): that container never starts
+        again, while a new one from the same spec (same volumes) does.
+        """
+        try:
+            await self._start_known(container_id)
+        except DockerUnavailable:
+            raise
+        except DockerError as exc:
+            self._log.warning(
+                "container cannot start; replacing it", container=container_id[:12], error=str(exc)
+            )
+            await self._runtime.remove_container(container_id)
+            container_id = await self._runtime.create_container(self.spec)
+            self._log.info("container created", container=container_id[:12], image=self.spec.image)
+            await self._start_known(container_id)
+        return container_id
 
     async def _start_known(self, container_id: str) -> None:
         # Engine events about this container from before this instant are about an earlier run.

@@ -48,6 +48,26 @@ def stand_in_image(docker_client: docker.DockerClient) -> str:
     return STAND_IN_IMAGE
 
 
+@pytest.fixture(scope="session")
+def demo_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """The real demo images (scripts/build-demo-images; scripts/test builds them beforehand,
+    so a cold debootstrap is not inside a test)."""
+    proc = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "build-demo-images")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/build-demo-images failed:\n{proc.stdout}{proc.stderr}")
+    return {
+        "postgres": "ovpn-demo/postgres:15",
+        "nginx": "ovpn-demo/nginx:1.22",
+        "app": "ovpn-demo/app:1",
+    }
+
+
 def remove_project(client: docker.DockerClient, name: str) -> None:
     """Force-remove every container, network and volume of project ``name``."""
     label: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={name}"}

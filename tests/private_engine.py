@@ -181,10 +181,10 @@ class PrivateEngine:
         env["DOCKER_HOST"] = self.host
         return env
 
-    def load_image(self, image: str) -> None:
-        """Copy an image from the shared engine (`docker save | docker load`)."""
+    def load_image(self, *images: str) -> None:
+        """Copy images from the shared engine (`docker save | docker load`, layers once)."""
         shared_env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, env=shared_env)
+        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE, env=shared_env)
         load = subprocess.run(
             ["docker", "load", "-q"],
             stdin=save.stdout,
@@ -196,7 +196,7 @@ class PrivateEngine:
         assert save.stdout is not None
         save.stdout.close()
         if save.wait(timeout=60) != 0 or load.returncode != 0:
-            raise EngineError(f"loading {image} failed: {load.stderr.decode(errors='replace')}")
+            raise EngineError(f"loading {images} failed: {load.stderr.decode(errors='replace')}")
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):

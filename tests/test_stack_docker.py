@@ -12,7 +12,6 @@ import docker.errors
 import pytest
 from daemon_process import (
     DEMO_CONFIG,
-    REPO_ROOT,
     demo_config,
     run_cli,
     running_daemon,

@@ -1,0 +1,90 @@
+"""A stopped container the engine refuses to start is replaced by a new one (same spec)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from supervisor.config import parse_config
+from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable
+from supervisor.engine_gate import EngineGate
+from supervisor.runner import ServiceRunner
+from supervisor.spec import ContainerSpec
+from supervisor.state_board import StateBoard
+from supervisor.status import StackObserver
+
+CONFIG = "version: 1\nproject: p\nservices:\n  db: {image: db:1}\n"
+
+
+class Runtime:
+    """The container `old` exists, stopped, with the current config; starting it fails with
+    `refusal` (as after an engine died mid-start and left its task behind)."""
+
+    def __init__(self, config_hash: str, refusal: DockerError) -> None:
+        self.config_hash = config_hash
+        self.refusal = refusal
+        self.calls: list[str] = []
+
+    async def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
+        running = name_or_id == "new"
+        cid = "new" if running else "old"
+        return ContainerInfo(
+            cid, "p-db", "db", self.config_hash, "exited", running, 0, False, "", ""
+        )
+
+    async def image_present(self, image: str) -> bool:
+        return True
+
+    async def pull_image(self, image: str) -> None:
+        raise AssertionError("no pull")
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        self.calls.append(f"create {spec.name}")
+        return "new"
+
+    async def start_container(self, container_id: str) -> None:
+        self.calls.append(f"start {container_id}")
+        if container_id == "old":
+            raise self.refusal
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        self.calls.append(f"stop {container_id}")
+
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        self.calls.append(f"kill {container_id}")
+
+    async def remove_container(self, container_id: str) -> None:
+        self.calls.append(f"remove {container_id}")
+
+
+def runner(runtime_for: type[Runtime], refusal: DockerError) -> tuple[ServiceRunner, Runtime]:
+    stack = parse_config(CONFIG)
+    service = stack.services["db"]
+    made = ServiceRunner(
+        stack,
+        service,
+        None,
+        None,
+        StateBoard(),
+        lambda: 0.0,  # type: ignore[arg-type]
+        StackObserver(),
+        EngineGate(),
+    )
+    runtime = runtime_for(made.spec.config_hash, refusal)
+    made._runtime = runtime
+    return made, runtime
+
+
+def test_a_container_that_cannot_start_is_replaced_and_the_new_one_started() -> None:
+    made, runtime = runner(Runtime, DockerError("task 0123: already exists"))
+    container_id, _ = asyncio.run(made._start())
+    assert container_id == "new"
+    assert runtime.calls == ["start old", "remove old", "create p-db", "start new"]
+
+
+def test_an_unreachable_engine_is_not_a_reason_to_replace_anything() -> None:
+    made, runtime = runner(Runtime, DockerUnavailable("engine gone"))
+    with pytest.raises(DockerUnavailable):
+        asyncio.run(made._start())
+    assert runtime.calls == ["start old"]
