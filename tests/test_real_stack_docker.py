@@ -24,6 +24,7 @@ import yaml
 from conftest import remove_project
 from daemon_process import DaemonProcess, run_cli, write_config
 from docker.models.containers import Container
+from helpers import wait_until
 from private_engine import PrivateEngine, private_engine
 
 pytestmark = pytest.mark.docker
@@ -179,7 +180,19 @@ class RealStack:
         self.rows += 1
 
     def wait_healthy(self, timeout: float = 90) -> None:
-        self.running.wait_states(UP, timeout=timeout)
+        """Healthy as logged, the app started after its database (it follows it, `restart:
+        true`, so a database restart not yet followed is not settled) and answering."""
+
+        def settled() -> bool:
+            if any(self.running.states().get(k) != v for k, v in UP.items()):
+                return False
+            db, app = (self.container(s).attrs["State"] for s in ("db", "app"))
+            return (
+                bool(app["StartedAt"] > db["StartedAt"])
+                and self.request("GET", "/records")[0] == 200
+            )
+
+        wait_until(settled, timeout=timeout, message=f"stack settled; {self.running.tail()}")
 
     def assert_rows_kept(self) -> None:
         """Healthy again, every row written so far still there, and writable."""
@@ -320,10 +333,13 @@ def test_a_stopped_database_makes_the_app_unhealthy_and_it_recovers_alone(
         timeout=30,
         what="app unhealthy",
     )
+    # `status` says why: the app's last probe got a 503 and it waits for its stopped database.
     proc = run_cli("status", "--config", str(stack.stack_config), env=stack.env)
-    assert proc.returncode != 0  # not all up
+    assert proc.returncode != 0 and "db stopped" in proc.stdout, proc.stdout
     app_line = next(line for line in proc.stdout.splitlines() if line.startswith("app "))
-    assert "unhealthy (HTTPS 503)" in app_line and "db stopped" in proc.stdout, proc.stdout
+    assert "waiting for dependencies" in app_line or "HTTPS 503" in app_line, proc.stdout
+    app = _service_status(stack, "app")
+    assert app["last_probe"]["detail"] == "HTTPS 503" and not app["last_probe"]["ok"], app
     stack.cli("start", "db")
     stack.assert_rows_kept()
 
@@ -342,6 +358,12 @@ def test_a_normal_stop_shuts_postgresql_down_cleanly(stack: RealStack) -> None:
     db = stack.container("db")
     assert db.attrs["State"]["ExitCode"] == 0  # not 137: no SIGKILL at the stop timeout
     assert "database system is shut down" in db.logs().decode()
+
+
+def _service_status(stack: RealStack, name: str) -> dict[str, Any]:
+    status = json.loads(run_cli("status", "--json", "--config", str(stack.stack_config)).stdout)
+    found: dict[str, Any] = next(s for s in status["services"] if s["name"] == name)
+    return found
 
 
 def _exists(stack: RealStack, service: str) -> bool:
