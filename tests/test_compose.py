@@ -837,7 +837,7 @@ def test_production_config_checks_once_its_secrets_are_generated(tmp_path: Path)
     )
     assert generated.returncode == 0, generated.stderr
     secrets = etc / "secrets"
-    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o750
     assert (secrets / "oidc_client_secret").read_text() == "from-the-idp"
     password = (secrets / "ct_db_password").read_text()
     assert len(password) >= 32
@@ -865,4 +865,4 @@ def test_production_config_checks_once_its_secrets_are_generated(tmp_path: Path)
         assert health.probe.command[0] == "pg_isready"
     assert stack.services["frontend"].environment["OIDC_CLIENT_ID"] == "vpn-manager"
     images = {s.image for s in stack.services.values()}
-    assert "ghcr.io/openvpn-manager/signing:latest" in images
+    assert "ghcr.io/oidc-vpn-manager/signing:latest" in images
