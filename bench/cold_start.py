@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -36,7 +35,7 @@ from typing import Any
 
 import docker
 import yaml
-from common import free_port, iso_to_epoch, read_log, remove_by_label, write_results
+from common import free_port, iso_to_epoch, machine, read_log, remove_by_label, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"  # the stand-in topology
@@ -609,15 +608,7 @@ def main() -> int:
     table, data = summarize(runs, hop, config, args.slow_cap)
     table += path_breakdown(runs, config)
     print(table)
-    data["machine"] = {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "docker": api.version().get("Version"),
-        "docker_compose": run(["docker-compose", "version", "--short"]).stdout.strip(),
-        "python": platform.python_version(),
-        "loadavg_at_end": os.getloadavg(),
-    }
+    data["machine"] = machine(api, compose=True)
     data["args"] = {k: str(v) for k, v in vars(args).items()}
     data["runs"] = [asdict(r) for r in runs]
     write_results(data, args.json or RESULTS_DIR / "cold_start-latest.json", REPO_ROOT)

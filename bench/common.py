@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import platform
 import signal
 import socket
 import subprocess
@@ -61,6 +63,23 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def machine(api: docker.APIClient, *, compose: bool = False) -> dict[str, Any]:
+    """Where a benchmark ran: host, CPUs, kernel, engine (and docker-compose), load at the end."""
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "docker": api.version().get("Version"),
+        "python": platform.python_version(),
+        "loadavg_at_end": os.getloadavg(),
+    }
+    if compose:
+        version = subprocess.run(["docker-compose", "version", "--short"], capture_output=True,
+                                 text=True, check=False)  # fmt: skip
+        info["docker_compose"] = version.stdout.strip()
+    return info
 
 
 def write_results(data: dict[str, Any], out: Path, repo_root: Path) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -54,7 +53,7 @@ from cold_start import (
     spread,
     wait_logged_healthy,
 )
-from common import free_port, remove_by_label, write_results
+from common import free_port, machine, remove_by_label, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO = REPO_ROOT / "config" / "demo.yaml"
@@ -408,13 +407,7 @@ def main() -> int:
                       flush=True)  # fmt: skip
     table, data = summarize(runs)
     print(table)
-    data["machine"] = {
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "docker": api.version().get("Version"),
-        "docker_compose": run(["docker-compose", "version", "--short"]).stdout.strip(),
-        "loadavg_at_end": os.getloadavg(),
-    }
+    data["machine"] = machine(api, compose=True)
     data["args"] = {k: str(v) for k, v in vars(args).items()}
     data["runs"] = [asdict(r) for r in runs]
     write_results(data, args.json or RESULTS_DIR / "real_cold_start-latest.json", REPO_ROOT)

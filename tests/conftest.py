@@ -33,18 +33,23 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def stand_in_image(docker_client: docker.DockerClient) -> str:
-    """Name of the stand-in image, built (or found up to date) once per session."""
+def build_images(script: str, timeout: float) -> None:
+    """Run scripts/SCRIPT (a cached image build); a failure fails the test, never skips it."""
     proc = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-stand-in-image")],
+        [str(REPO_ROOT / "scripts" / script)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-stand-in-image failed:\n{proc.stdout}{proc.stderr}")
+        pytest.fail(f"scripts/{script} failed:\n{proc.stdout}{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def stand_in_image(docker_client: docker.DockerClient) -> str:
+    """Name of the stand-in image, built (or found up to date) once per session."""
+    build_images("build-stand-in-image", timeout=300)
     return STAND_IN_IMAGE
 
 
@@ -52,15 +57,7 @@ def stand_in_image(docker_client: docker.DockerClient) -> str:
 def demo_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """The real demo images (scripts/build-demo-images; scripts/test builds them beforehand,
     so a cold debootstrap is not inside a test)."""
-    proc = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-demo-images")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/build-demo-images failed:\n{proc.stdout}{proc.stderr}")
+    build_images("build-demo-images", timeout=900)
     return {
         "postgres": "ovpn-demo/postgres:15",
         "nginx": "ovpn-demo/nginx:1.22",

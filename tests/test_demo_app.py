@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -123,3 +124,13 @@ def test_bad_usage_exits_2(capsys: Any) -> None:
     assert demo_app.main(["serve", "nginx"]) == 2
     assert demo_app.main(["migrate", "signing"]) == 2  # signing has no database
     assert "usage" in capsys.readouterr().err
+
+
+def test_the_migrate_wait_retries_until_its_deadline_then_gives_the_last_error() -> None:
+    assert demo_app.retry(time.monotonic() + 5, lambda: None) is None
+
+    def refused() -> None:
+        raise ConnectionRefusedError("postgres-frontend:5432")
+
+    error = demo_app.retry(time.monotonic() - 1, refused)  # past the deadline: no retry
+    assert isinstance(error, ConnectionRefusedError)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -209,20 +210,30 @@ def serve(role: str) -> int:
     return 0
 
 
+def retry(deadline: float, action: Callable[[], object]) -> Exception | None:
+    """`action` every 0.5 s until it succeeds (None) or the deadline passes (its last error)."""
+    while True:
+        try:
+            action()
+            return None
+        except Exception as error:  # whatever it is, it is retried until the deadline
+            if time.monotonic() > deadline:
+                return error
+            time.sleep(0.5)
+
+
 def migrate(role: str) -> int:
     """Wait for the database like run_migrate.sh's `nc -z` loop, then create the tables."""
     url = setting("DATABASE_URL")
     host, port = database_address(url)
     deadline = time.monotonic() + float(setting("MIGRATE_WAIT", "60"))
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=2):
-                break
-        except OSError as error:
-            if time.monotonic() > deadline:
-                print(f"{role}-migrate: {host}:{port} unreachable: {error}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+
+    def port_open() -> None:
+        socket.create_connection((host, port), timeout=2).close()
+
+    if (error := retry(deadline, port_open)) is not None:
+        print(f"{role}-migrate: {host}:{port} unreachable: {error}", file=sys.stderr)
+        return 1
     statements = [
         "CREATE TABLE IF NOT EXISTS records (id serial PRIMARY KEY, note text, "
         "created timestamptz NOT NULL DEFAULT now())"
@@ -232,16 +243,10 @@ def migrate(role: str) -> int:
             "CREATE TABLE IF NOT EXISTS certificate_logs (id serial PRIMARY KEY, "
             "serial text, logged timestamptz NOT NULL DEFAULT now())"
         )
-    while True:  # the port may answer before the server accepts logins (start-up)
-        try:
-            for sql in statements:
-                run_sql(url, sql)
-            break
-        except Exception as error:
-            if time.monotonic() > deadline:
-                print(f"{role}-migrate: {error}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+    # The port may answer before the server accepts logins (start-up): retried as well.
+    if (error := retry(deadline, lambda: [run_sql(url, sql) for sql in statements])) is not None:
+        print(f"{role}-migrate: {error}", file=sys.stderr)
+        return 1
     print(f"{role}-migrate: tables {', '.join(TABLES[role])} are in place", file=sys.stderr)
     return 0
 
