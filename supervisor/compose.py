@@ -841,8 +841,8 @@ class _Converter:
             self.note(
                 "info",
                 path,
-                f"{', '.join(pinned)} written to environment as Compose expands them "
-                "(the env file itself is read verbatim, like `docker run --env-file`)",
+                f"{', '.join(pinned)} set in environment to the value Compose expands from "
+                "the env file (which is itself read verbatim, like `docker run --env-file`)",
             )
         return pinned
 

@@ -302,8 +302,8 @@ def test_env_files_read_as_compose_reads_them(tmp_path: Path) -> None:
         "TRAILING": "explicit",
     }
     assert notes(result, "info")[0] == (
-        "services.app.env_file: URL written to environment as Compose expands them "
-        "(the env file itself is read verbatim, like `docker run --env-file`)"
+        "services.app.env_file: URL set in environment to the value Compose expands from "
+        "the env file (which is itself read verbatim, like `docker run --env-file`)"
     )
     # The importing shell's (or .env's) value wins over the default, as in Compose.
     stack, _ = load_compose(path, environ={"IDP_URL": "https://other/"})
