@@ -1080,7 +1080,8 @@ _CURL_WITH_VALUE = {"-o", "--output", "-m", "--max-time", "--connect-timeout", "
 _WGET_FLAGS = {"-q", "--quiet", "--spider", "-O-", "-qO-", "--no-verbose", "-nv"}
 _WGET_WITH_VALUE = {"-O", "--output-document", "-T", "--timeout", "-t", "--tries"}
 # Options that accept any certificate: the probe gets `tls_verify: false`.
-_INSECURE = {"-k", "--insecure", "--no-check-certificate"}
+_CURL_INSECURE = {"-k", "--insecure"}
+_WGET_INSECURE = {"--no-check-certificate"}
 
 
 def _http_fetch(argv: list[str] | None) -> dict[str, Any] | None:
@@ -1103,7 +1104,7 @@ def _http_fetch(argv: list[str] | None) -> dict[str, Any] | None:
             insecure = insecure or "k" in letters
         elif word in flags:
             failing = failing or word in ("-f", "--fail")
-        elif word in _INSECURE and (curl or word == "--no-check-certificate"):
+        elif word in (_CURL_INSECURE if curl else _WGET_INSECURE):
             insecure = True
         elif name in with_value:
             if "=" not in word and next(words, None) is None:
