@@ -58,7 +58,8 @@ _SECRET_NAME_RE = re.compile(
 _REFERENCE_RE = re.compile(r"_(?:FILE|PATH|DIR)$", re.IGNORECASE)
 _URL_CREDENTIALS_RE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _CONFIGMAP_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
-_TOOLS = {"sh", "bash", "ash", "dash", "curl", "wget", "nc", "python", "python3"}
+_SHELLS = {"sh", "bash", "ash", "dash"}
+_TOOLS = {"curl", "wget", "nc", "python", "python3"}
 
 
 def seconds(value: float) -> int:
@@ -259,13 +260,13 @@ def _probe_handler(
     if isinstance(probe, TcpProbe):
         return {"tcpSocket": {"port": probe.port}}
     if isinstance(probe, ExecProbe):
-        tool = PurePosixPath(probe.command[0]).name if probe.command else ""
-        if tool in _TOOLS:
+        tools = _probe_tools(probe.command)
+        if tools:
             context.note(
                 "warning",
                 f"{where}.exec",
-                f"needs {tool!r} in the image; an http or tcp probe needs no tool in it "
-                "(the kubelet probes those itself)",
+                f"needs {' and '.join(tools)} in the image; an http or tcp probe needs no tool "
+                "in it (the kubelet probes those itself)",
             )
         return {"exec": {"command": list(probe.command)}}
     assert isinstance(probe, HttpProbe)
@@ -273,6 +274,14 @@ def _probe_handler(
     for issue in target.issues:
         context.note("warning", f"{where}.http.url", issue)
     return {"httpGet": {"path": target.path, "port": target.port, "scheme": target.scheme}}
+
+
+def _probe_tools(argv: tuple[str, ...]) -> list[str]:
+    """The shell and network tools an exec probe relies on (`sh -c "curl ..."` needs both)."""
+    words = [PurePosixPath(argv[0]).name] if argv else []
+    if words and words[0] in _SHELLS and len(argv) > 2 and argv[1] == "-c" and argv[2].split():
+        words.append(PurePosixPath(argv[2].split()[0]).name)
+    return [w for w in words if w in _SHELLS or w in _TOOLS]
 
 
 # --------------------------------------------------------------------------- dependency waits
