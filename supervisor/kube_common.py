@@ -78,7 +78,7 @@ class ExportContext:
 
     @property
     def namespace(self) -> str:
-        return dns_label(self.options.namespace or self.stack.project, fallback="ovpn")
+        return self.options.namespace or dns_label(self.stack.project, fallback="ovpn")
 
     @property
     def project_label(self) -> str:
@@ -102,6 +102,16 @@ class ExportContext:
             meta["namespace"] = self.namespace
         meta["labels"] = self.labels(service)
         return meta
+
+
+def check_namespace(context: ExportContext) -> None:
+    """An explicit --namespace must be a valid name; a project name is made one."""
+    given = context.options.namespace
+    if given is not None and dns_label(given, fallback="") != given:
+        raise ExportError(
+            f"--namespace {given!r}: not a namespace name (lowercase letters, digits and '-', "
+            "at most 63, starting and ending with a letter or digit)"
+        )
 
 
 def assign_service_names(context: ExportContext) -> None:

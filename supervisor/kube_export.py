@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.config import RestartPolicy, ServiceConfig, ServiceType, StackConfig
+from supervisor.config import Condition, RestartPolicy, ServiceConfig, ServiceType, StackConfig
 from supervisor.kube_common import (
     WAIT_ANNOTATION,
     WAITS_LABEL,
@@ -20,6 +20,7 @@ from supervisor.kube_common import (
     ExportOptions,
     Manifest,
     assign_service_names,
+    check_namespace,
     is_qualified_name,
     network_label,
 )
@@ -40,18 +41,29 @@ from supervisor.kube_workloads import (
     volume_notes,
     volume_users,
     wait_account,
-    wait_description,
+    wait_check,
     wait_rbac,
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DependencyWait:
+    """One depends_on entry as exported: who waits for what, and how it is checked."""
+
+    service: str
+    dependency: str
+    condition: Condition
+    checked_as: str
+
+
 @dataclass(frozen=True)
 class KubeExport:
-    """Manifests by file name (in apply order), the notes, and the namespace they go to."""
+    """Manifests by file name (in apply order), the notes, the namespace, the waits."""
 
     files: Mapping[str, list[Manifest]]
     notes: tuple[ExportNote, ...]
     namespace: str
+    waits: tuple[DependencyWait, ...] = ()
 
     def manifests(self) -> list[Manifest]:
         return [m for items in self.files.values() for m in items]
@@ -64,6 +76,7 @@ def export_stack(
 ) -> KubeExport:
     """Map the config to manifests; `secret_contents` are the secret files' bytes by name."""
     context = ExportContext(stack, options, dict(secret_contents or {}))
+    check_namespace(context)
     assign_service_names(context)
     files: dict[str, list[Manifest]] = {
         "namespace.yaml": [
@@ -107,7 +120,27 @@ def export_stack(
     if policies:
         files["network-policies.yaml"] = policies
     _check_no_secret_values(context, files)
-    return KubeExport(files, tuple(context.notes), context.namespace)
+    _check_unique_names(files)
+    waits = tuple(
+        DependencyWait(name, d, dep.condition, wait_check(context, d, dep.condition)[1])
+        for name, service in stack.services.items()
+        for d, dep in service.depends_on.items()
+    )
+    return KubeExport(files, tuple(context.notes), context.namespace, waits)
+
+
+def _check_unique_names(files: Mapping[str, list[Manifest]]) -> None:
+    """Two objects of one kind and name (service `web` beside `web-public`) cannot both apply."""
+    seen: dict[tuple[str, str], str] = {}
+    for file, manifests in files.items():
+        for manifest in manifests:
+            key = (manifest["kind"], manifest["metadata"]["name"])
+            if key in seen:
+                raise ExportError(
+                    f"{key[0]} {key[1]} would be written twice ({seen[key]} and {file}): "
+                    "rename the service, volume or secret it comes from"
+                )
+            seen[key] = file
 
 
 # A shorter value would be found by chance in unrelated text.
@@ -266,7 +299,7 @@ def _pod_metadata(context: ExportContext, service: ServiceConfig) -> Manifest:
         labels[WAITS_LABEL] = "true"
         annotations[WAIT_ANNOTATION] = "; ".join(
             f"{context.service_name(d)}: {dep.condition.value} = "
-            f"{wait_description(dep.condition)}, through the Kubernetes API"
+            f"{wait_check(context, d, dep.condition)[1]}, through the Kubernetes API"
             for d, dep in service.depends_on.items()
         )
     metadata: Manifest = {"labels": labels}

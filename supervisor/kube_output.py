@@ -20,7 +20,7 @@ from supervisor.kube_common import (
     Manifest,
 )
 from supervisor.kube_export import KubeExport, export_stack
-from supervisor.kube_workloads import secret_name, wait_description
+from supervisor.kube_workloads import secret_name
 
 EX_CONFIG = 78
 KUSTOMIZATION = "kustomization.yaml"
@@ -80,12 +80,10 @@ def notes_text(export: KubeExport, stack: StackConfig, options: ExportOptions) -
         "| service | waits for | condition | checked as |",
         "|---|---|---|---|",
     ]
-    for name, service in stack.services.items():
-        for dependency, dep in service.depends_on.items():
-            lines.append(
-                f"| {name} | {dependency} | {dep.condition.value} | "
-                f"{wait_description(dep.condition)} |"
-            )
+    lines += [
+        f"| {w.service} | {w.dependency} | {w.condition.value} | {w.checked_as} |"
+        for w in export.waits
+    ]
     lines += ["", "## Secrets", ""]
     if options.include_secret_values:
         lines.append("Written to secrets.yaml and the `*-env-secret` Secrets: keep them private.")

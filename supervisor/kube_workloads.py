@@ -291,30 +291,36 @@ def wait_account(context: ExportContext) -> str:
     return suffixed(dns_label(context.stack.project, fallback="ovpn"), "dependency-wait")
 
 
-def _wait_script(context: ExportContext, dependency: str, condition: Condition) -> str:
+def wait_check(context: ExportContext, dependency: str, condition: Condition) -> tuple[str, str]:
+    """(shell condition that holds once `dependency` meets `condition`, what it checks)."""
     name = context.service_name(dependency)
     selector = f"{PART_OF}={context.project_label},{NAME}={name}"
+    timeout = f"--timeout={WAIT_TIMEOUT}"
     if condition is Condition.COMPLETED:
-        check = f"kubectl wait job/{name} --for=condition=complete"
-        what = "Job complete"
-    elif condition is Condition.HEALTHY:
-        check = f"kubectl wait pod -l {selector} --for=condition=Ready"
-        what = "pod Ready"
-    else:
-        check = f"kubectl wait pod -l {selector} --for=jsonpath='{{.status.phase}}'=Running"
-        what = "pod Running"
-    return (
-        f'echo "waiting for {name} to be {condition.value} ({what})"\n'
-        f"until {check} --timeout={WAIT_TIMEOUT}; do sleep 2; done\n"
+        return f"kubectl wait job/{name} --for=condition=complete {timeout}", (
+            "Job condition Complete"
+        )
+    if condition is Condition.HEALTHY:
+        return f"kubectl wait pod -l {selector} --for=condition=Ready {timeout}", (
+            "pods Ready (readiness probe = health probe)"
+        )
+    if context.stack.services[dependency].type is ServiceType.JOB:
+        # A job's pod may be done before a wait for Running sees it: any phase past Pending.
+        phases = f"kubectl get pod -l {selector} -o jsonpath='{{.items[*].status.phase}}'"
+        return f'case "$({phases})" in *Running*|*Succeeded*|*Failed*) ;; *) false ;; esac', (
+            "a pod of the Job Running or finished"
+        )
+    return f"kubectl wait pod -l {selector} --for=jsonpath='{{.status.phase}}'=Running {timeout}", (
+        "a pod in phase Running"
     )
 
 
-def wait_description(condition: Condition) -> str:
-    return {
-        Condition.COMPLETED: "Job condition Complete",
-        Condition.HEALTHY: "pods Ready (readiness probe = health probe)",
-        Condition.STARTED: "a pod in phase Running",
-    }[condition]
+def _wait_script(context: ExportContext, dependency: str, condition: Condition) -> str:
+    check, what = wait_check(context, dependency, condition)
+    return (
+        f'echo "waiting for {context.service_name(dependency)} to be {condition.value}: {what}"\n'
+        f"until {check}; do sleep 2; done\n"
+    )
 
 
 def init_containers(context: ExportContext, service: ServiceConfig) -> list[Manifest]:

@@ -98,7 +98,7 @@ CONFIGS = [
 ]
 VARIANTS = [
     {},
-    {"expose_as": "NodePort", "include_secret_values": True, "namespace": "Other_NS"},
+    {"expose_as": "NodePort", "include_secret_values": True, "namespace": "other-ns"},
 ]
 
 
@@ -298,21 +298,17 @@ def test_the_wait_role_only_reads_pods_and_jobs(fixture_export: KubeExport) -> N
     ]
 
 
-def test_the_wait_script_loops_until_kubectl_wait_succeeds(tmp_path: Path) -> None:
-    # The script as a POSIX shell runs it, against a kubectl that fails twice first: the loop
-    # retries, and the jsonpath argument reaches kubectl with its quotes removed.
-    web = pod(by_kind(export(load_stack(FIXTURE)), "Deployment")["web"])
-    script = web["initContainers"][0]["command"][2].replace("sleep 2", "sleep 0")
+def run_wait_script(script: str, kubectl: str, tmp_path: Path) -> list[str]:
+    """Run an init container's script with /bin/sh and a fake kubectl; its calls, in order."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls"
+    log.touch()
     fake = bin_dir / "kubectl"
-    fake.write_text(
-        f'#!/bin/sh\necho "$@" >> {log}\n[ "$(wc -l < {log})" -ge 3 ]\n', encoding="utf-8"
-    )
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\ncalls=$(wc -l < {log})\n{kubectl}\n')
     fake.chmod(0o755)
     proc = subprocess.run(
-        ["/bin/sh", "-c", script],
+        ["/bin/sh", "-c", script.replace("sleep 2", "sleep 0")],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -320,12 +316,33 @@ def test_the_wait_script_loops_until_kubectl_wait_succeeds(tmp_path: Path) -> No
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    calls = log.read_text().splitlines()
-    assert len(calls) == 3
-    assert calls[0] == (
+    return log.read_text().splitlines()
+
+
+def test_the_wait_script_loops_until_kubectl_wait_succeeds(
+    fixture_export: KubeExport, tmp_path: Path
+) -> None:
+    # A POSIX shell runs it against a kubectl that fails twice first: the loop retries, and
+    # the jsonpath argument reaches kubectl with its quotes removed.
+    (wait,) = pod(by_kind(fixture_export, "Deployment")["web"])["initContainers"]
+    calls = run_wait_script(wait["command"][2], '[ "$calls" -ge 3 ]', tmp_path)
+    assert calls == 3 * [
         "wait pod -l app.kubernetes.io/part-of=kx,app.kubernetes.io/name=api "
         "--for=jsonpath={.status.phase}=Running --timeout=60s"
-    )
+    ]
+
+
+def test_a_job_counts_as_started_once_its_pod_runs_or_finished(
+    fixture_export: KubeExport, tmp_path: Path
+) -> None:
+    # A job may finish before anyone sees it Running: Succeeded counts as started too.
+    (wait,) = pod(by_kind(fixture_export, "Deployment")["worker"])["initContainers"]
+    phases = 'if [ "$calls" -ge 3 ]; then echo Succeeded; else echo Pending; fi'
+    calls = run_wait_script(wait["command"][2], phases, tmp_path)
+    assert calls == 3 * [
+        "get pod -l app.kubernetes.io/part-of=kx,app.kubernetes.io/name=seed "
+        "-o jsonpath={.items[*].status.phase}"
+    ]
 
 
 def test_jobs_retry_per_restart_policy(fixture_export: KubeExport) -> None:
@@ -513,6 +530,19 @@ def test_cli_reports_notes_on_stderr_and_an_invalid_config_with_exit_78(tmp_path
     assert proc.returncode == 78
     assert "services.a.imagee: unknown key" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_names_that_would_clash_or_break_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "stack.yaml"
+    config.write_text(
+        "version: 1\nproject: p\nservices:\n"
+        "  web: {image: x, ports: ['8080:80']}\n"
+        "  web-public: {image: x, ports: ['127.0.0.1:9090:90']}\n"
+    )
+    with pytest.raises(ExportError, match="Service web-public would be written twice"):
+        export(load_stack(config))
+    with pytest.raises(ExportError, match="--namespace 'VPN_prod': not a namespace name"):
+        export(load_stack(FIXTURE), namespace="VPN_prod")
 
 
 def test_a_name_kubernetes_cannot_take_is_changed_and_reported(tmp_path: Path) -> None:
