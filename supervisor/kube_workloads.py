@@ -273,6 +273,14 @@ def _probe_handler(
     target = http_target(service, probe)
     for issue in target.issues:
         context.note("warning", f"{where}.http.url", issue)
+    if target.scheme == "HTTPS" and getattr(probe, "tls_verify", True):
+        # tls_verify and ca_file came with the https scheme key: read them the same way.
+        context.note(
+            "info",
+            f"{where}.http",
+            "the kubelet does not verify an HTTPS probe's certificate (tls_verify and ca_file "
+            "are not carried over): the probe checks the answer, not who gave it",
+        )
     return {"httpGet": {"path": target.path, "port": target.port, "scheme": target.scheme}}
 
 

@@ -243,6 +243,10 @@ def test_an_https_url_probe_goes_to_the_container_port_it_publishes(
     # https://127.0.0.1:9443/healthz on the host; 127.0.0.1:9443 publishes container port 8443
     assert api["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 8443, "scheme": "HTTPS"}
     assert api["readinessProbe"]["failureThreshold"] == 2
+    assert any(
+        n.startswith("info: services.api.health.http: the kubelet does not verify")
+        for n in notes(fixture_export)
+    )
 
 
 def test_the_http_probe_scheme_key_selects_https() -> None:
