@@ -110,7 +110,8 @@ def export_stack(
     for name in (n for level in stack.graph().levels() for n in level):
         service = stack.services[name]
         env_objects, workload = _workload(context, service, ports[name], users)
-        files[f"{context.service_name(name)}.yaml"] = [
+        # In a folder of their own: a service named `volumes` must not replace volumes.yaml.
+        files[f"services/{context.service_name(name)}.yaml"] = [
             *env_objects,
             workload,
             *service_objects[name],

@@ -110,6 +110,7 @@ def write_export(export: KubeExport, out_dir: Path, notes: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     header = "# Written by `ovpn-supervisor export kubernetes`; see NOTES.md.\n"
     for name, documents in export.files.items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / name).write_text(header + dump(documents), encoding="utf-8")
     (out_dir / KUSTOMIZATION).write_text(header + dump([kustomization(export)]), encoding="utf-8")
     (out_dir / NOTES).write_text(notes, encoding="utf-8")

@@ -145,7 +145,7 @@ def test_kubectl_kustomize_builds_the_written_folder(name: str, tmp_path: Path) 
     documents = [d for d in yaml.safe_load_all(built.stdout) if d]
     written = [
         d
-        for f in out.glob("*.yaml")
+        for f in out.rglob("*.yaml")
         if f.name != "kustomization.yaml"
         for d in yaml.safe_load_all(f.read_text())
         if d
@@ -471,7 +471,7 @@ def test_environment_goes_to_a_config_map_and_secrets_to_secret_references(
 
 
 def _all_text(folder: Path) -> str:
-    return "\n".join(f.read_text() for f in sorted(folder.iterdir()))
+    return "\n".join(f.read_text() for f in sorted(folder.rglob("*")) if f.is_file())
 
 
 def test_the_canary_secret_appears_nowhere_without_include_secret_values(tmp_path: Path) -> None:
@@ -485,7 +485,11 @@ def test_the_canary_secret_appears_nowhere_without_include_secret_values(tmp_pat
         assert CANARY not in text
         assert CANARY[:12] not in text
         assert encoded[:16] not in text
-    assert {f.name for f in out.iterdir()} >= {"kustomization.yaml", "NOTES.md", "api.yaml"}
+    assert {str(f.relative_to(out)) for f in out.rglob("*")} >= {
+        "kustomization.yaml",
+        "NOTES.md",
+        "services/api.yaml",
+    }
     assert (
         "kubectl -n kx create secret generic db-password --from-file=db_password="
         in (out / "NOTES.md").read_text()
