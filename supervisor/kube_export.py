@@ -7,6 +7,7 @@ over exactly, with the config key path it concerns. `kube_output` writes it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -117,6 +118,7 @@ def export_stack(
             *service_objects[name],
         ]
         _report_unported(context, service, ports[name])
+        _report_container_names(context, service)
     policies = network_policies(context)
     if policies:
         files["network-policies.yaml"] = policies
@@ -185,6 +187,20 @@ def _texts(value: object, key: str = "") -> list[str]:
     if isinstance(value, list):
         return [t for item in value for t in _texts(item, key)]
     return []
+
+
+def _report_container_names(context: ExportContext, service: ServiceConfig) -> None:
+    """A variable naming a container (`<project>-<service>`): no such host on Kubernetes."""
+    for key, value in service.environment.items():
+        for other in context.stack.services:
+            container = f"{context.stack.project}-{other}"
+            if re.search(rf"(?<![\w.-]){re.escape(container)}(?![\w-])", value):
+                context.note(
+                    "warning",
+                    f"services.{service.name}.environment.{key}",
+                    f"names the container {container!r}, which Kubernetes does not have: use "
+                    f"the Service name {context.service_name(other)!r}",
+                )
 
 
 def _report_unported(context: ExportContext, service: ServiceConfig, ports: list[Port]) -> None:

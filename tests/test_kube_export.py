@@ -373,6 +373,7 @@ def test_what_cannot_be_carried_over_is_reported_with_its_key_path(
     text = "\n".join(notes(fixture_export))
     assert "warning: services.seed.volumes[1]: host bind mount" in text
     assert "warning: services.seed.user: runs as root (uid 0)" in text
+    assert "warning: services.worker.environment.LEGACY_DB: names the container 'kx-db'" in text
     seed = pod(by_kind(fixture_export, "Job")["seed"])
     assert [m["mountPath"] for m in seed["containers"][0]["volumeMounts"]] == ["/shared"]
 
