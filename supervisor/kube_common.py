@@ -29,6 +29,9 @@ WAIT_ANNOTATION = "ovpn-supervisor.io/wait-for"
 WAIT_IMAGE = "docker.io/bitnami/kubectl"
 WAIT_IMAGE_TAG = "latest"
 MAX_NAME = 63
+# A secret value shorter than this is not looked for inside other text: it would be found there
+# by chance.
+MIN_SECRET_LENGTH = 6
 _LABEL_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 _QUALIFIED_NAME_RE = re.compile(
     r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"

@@ -11,8 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.config import Condition, RestartPolicy, ServiceConfig, ServiceType, StackConfig
+from supervisor.config import (
+    Condition,
+    PullPolicy,
+    RestartPolicy,
+    ServiceConfig,
+    ServiceType,
+    StackConfig,
+)
 from supervisor.kube_common import (
+    MIN_SECRET_LENGTH,
     WAIT_ANNOTATION,
     WAITS_LABEL,
     ExportContext,
@@ -146,10 +154,6 @@ def _check_unique_names(files: Mapping[str, list[Manifest]]) -> None:
             seen[key] = file
 
 
-# A shorter value would be found by chance in unrelated text.
-_MIN_GUARDED_LENGTH = 6
-
-
 def _check_no_secret_values(context: ExportContext, files: Mapping[str, list[Manifest]]) -> None:
     """Refuse to write a secret's value anywhere but a Secret (a command line, a label...)."""
     values = {
@@ -159,7 +163,7 @@ def _check_no_secret_values(context: ExportContext, files: Mapping[str, list[Man
     for service in context.stack.services.values():
         for key, value in split_environment(context, service)[1].items():
             values[f"services.{service.name}.environment.{key}"] = value
-    guarded = {k: v for k, v in values.items() if len(v) >= _MIN_GUARDED_LENGTH}
+    guarded = {k: v for k, v in values.items() if len(v) >= MIN_SECRET_LENGTH}
     for file, manifests in files.items():
         for manifest in manifests:
             if manifest["kind"] == "Secret":
@@ -235,6 +239,12 @@ def _workload(
         container["command"] = list(service.entrypoint)
     if service.command is not None:
         container["args"] = list(service.command)
+    if service.pull is PullPolicy.NEVER:
+        context.note(
+            "info",
+            f"services.{service.name}.pull",
+            f"never: {service.image} must already be on every node that may run the pod",
+        )
     if service.working_dir:
         container["workingDir"] = service.working_dir
     if env_from:

@@ -30,6 +30,7 @@ from supervisor.config import (
     TcpProbe,
 )
 from supervisor.kube_common import (
+    MIN_SECRET_LENGTH,
     NAME,
     PART_OF,
     WAIT_IMAGE,
@@ -55,7 +56,8 @@ _SECRET_NAME_RE = re.compile(
     r"(?:^|_)KEY$",
     re.IGNORECASE,
 )
-_REFERENCE_RE = re.compile(r"_(?:FILE|PATH|DIR)$", re.IGNORECASE)
+# Names a secret-looking name can end with and still not hold one (SECRET_KEY_FILE, TOKEN_URL).
+_REFERENCE_RE = re.compile(r"_(?:FILE|PATH|DIR|URL|URI|HOST|PORT|NAME)$", re.IGNORECASE)
 _URL_CREDENTIALS_RE = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _CONFIGMAP_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 _SHELLS = {"sh", "bash", "ash", "dash"}
@@ -125,13 +127,14 @@ def volume_claim(context: ExportContext, volume: str, *, template: bool) -> Mani
 
 
 def is_secret_variable(context: ExportContext, key: str, value: str) -> bool:
-    """A variable whose value must not be written: named like a secret, holding a secret
-    file's contents, or a URL with a password in it. `*_FILE`/`*_PATH` name a path instead."""
+    """A variable whose value must not be written: named like a secret, holding (or holding
+    within it) a secret file's contents, or a URL with a password in it. `*_FILE`, `*_URL` and
+    the like name where a secret is, not the secret."""
     if _URL_CREDENTIALS_RE.search(value):
         return True
     for content in context.secret_contents.values():
-        text = content.decode("utf-8", errors="replace")
-        if text.strip() and value.strip() == text.strip():
+        text = content.decode("utf-8", errors="replace").strip()
+        if text and (value.strip() == text or (len(text) >= MIN_SECRET_LENGTH and text in value)):
             return True
     return bool(_SECRET_NAME_RE.search(key)) and not _REFERENCE_RE.search(key)
 

@@ -22,10 +22,11 @@ from conftest import REPO_ROOT
 
 from supervisor.compose import load_compose, load_stack
 from supervisor.config import HttpProbe, StackConfig
-from supervisor.kube_common import ExportError, ExportOptions
+from supervisor.kube_common import ExportContext, ExportError, ExportOptions
 from supervisor.kube_export import KubeExport, export_stack
 from supervisor.kube_network import http_target
 from supervisor.kube_output import read_secrets
+from supervisor.kube_workloads import is_secret_variable
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "kubernetes" / "stack.yaml"
 CANARY = "canary-7f3a9c2e-do-not-leak"
@@ -445,7 +446,13 @@ def test_environment_goes_to_a_config_map_and_secrets_to_secret_references(
     fixture_export: KubeExport,
 ) -> None:
     config_map = by_kind(fixture_export, "ConfigMap")["api-env"]
-    assert config_map["data"] == {"LOG_LEVEL": "debug", "DB_HOST": "db", "DB_PORT": "5432"}
+    assert config_map["data"] == {
+        "LOG_LEVEL": "debug",
+        "DB_HOST": "db",
+        "DB_PORT": "5432",
+        "SECRET_KEY_FILE": "/run/secrets/db_password",
+        "OIDC_TOKEN_URL": "https://id.example.org/token",
+    }
     api = pod(by_kind(fixture_export, "StatefulSet")["api"])
     assert api["containers"][0]["envFrom"] == [
         {"configMapRef": {"name": "api-env"}},
@@ -462,13 +469,37 @@ def test_environment_goes_to_a_config_map_and_secrets_to_secret_references(
     }
     assert by_kind(fixture_export, "Secret") == {}
     assert any(
-        "services.api.environment: API_TOKEN, DATABASE_URL, INNOCENT_LOOKING look like secrets" in n
+        "services.api.environment: API_TOKEN, CONNINFO, DATABASE_URL, INNOCENT_LOOKING look like"
+        in n
         for n in notes(fixture_export)
     )
     annotations = by_kind(fixture_export, "StatefulSet")["api"]["spec"]["template"]["metadata"][
         "annotations"
     ]
     assert annotations["com.example.team"] == "vpn"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "secret"),
+    [
+        ("POSTGRES_PASSWORD", "x", True),
+        ("api_token", "x", True),
+        ("SIGNING_API_SECRET", "x", True),
+        ("SSH_KEY", "x", True),
+        ("POSTGRES_PASSWORD_FILE", "/run/secrets/pw", False),
+        ("CA_KEY_PATH", "/pki/ca.key", False),
+        ("OIDC_TOKEN_URL", "https://id/token", False),
+        ("MONKEY", "banana", False),
+        ("DSN", "postgres://user:pw@db/app", True),
+        ("DSN", "postgres://db/app", False),
+        ("ANYTHING", CANARY, True),  # a secret file's contents
+        ("ANYTHING", f"pre {CANARY} post", True),
+        ("ANYTHING", "canary", False),
+    ],
+)
+def test_which_variables_count_as_secrets(key: str, value: str, secret: bool) -> None:
+    context = ExportContext(load_stack(FIXTURE), ExportOptions(), {"pw": (CANARY + "\n").encode()})
+    assert is_secret_variable(context, key, value) is secret
 
 
 def _all_text(folder: Path) -> str:
@@ -506,6 +537,12 @@ def test_include_secret_values_writes_them_as_secrets_only(tmp_path: Path) -> No
     }
     assert decoded["db-password"] == {"db_password": CANARY + "\n"}
     assert decoded["api-env-secret"]["API_TOKEN"] == CANARY
+    assert set(decoded["api-env-secret"]) == {
+        "API_TOKEN",
+        "CONNINFO",
+        "DATABASE_URL",
+        "INNOCENT_LOOKING",
+    }
     assert CANARY in decoded["api-env-secret"]["DATABASE_URL"]
     others = [m for m in result.manifests() if m["kind"] != "Secret"]
     assert CANARY not in yaml.safe_dump_all(others)
