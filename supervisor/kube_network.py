@@ -5,9 +5,11 @@ the union of what it does say:
 
 1. every container port under `ports` (published on the host, so something uses it);
 2. the health probe's port (`http.port`, `tcp.port`, or the port an `http.url` reaches);
-3. ports named in another service's environment: `NAME:PORT` (a URL's authority or a plain
-   host:port, e.g. `SIGNING_SERVICE_URL=http://signing:8500`), and the `X_HOST=NAME` +
-   `X_PORT=PORT` pair (`DATABASE_HOST=postgres-ct`, `DATABASE_PORT=5432`).
+3. ports named in another service's environment or secret files: `NAME:PORT` (a URL's
+   authority or a plain host:port, e.g. `SIGNING_SERVICE_URL=http://signing:8500`, or a
+   database URL kept as a secret), and the `X_HOST=NAME` + `X_PORT=PORT` pair
+   (`DATABASE_HOST=postgres-ct`, `DATABASE_PORT=5432`). Only port numbers are taken from a
+   secret file, never any of its text.
 
 A service with any known port gets a ClusterIP Service named like it, so its DNS name is the
 one the stack used on its Docker networks. Ports published on a non-loopback host address get a
@@ -101,21 +103,38 @@ def known_ports(context: ExportContext) -> dict[str, list[Port]]:
         port = health_port(service)
         if port is not None:
             found[name].add((port, "tcp"))
+    names = tuple(context.stack.services)
     for user in context.stack.services.values():
-        for target, port in _referenced_ports(user, tuple(context.stack.services)):
+        # Its secret files too: a database URL kept as a secret names the database's port.
+        texts = [
+            *user.environment.values(),
+            *(
+                context.secret_contents.get(s, b"").decode("utf-8", errors="replace")
+                for s in user.secrets
+            ),
+        ]
+        pairs = [p for text in texts for p in _host_ports(text, names)]
+        pairs += _host_port_variables(user, names)
+        for target, port in pairs:
             if target != user.name:
                 found[target].add((port, "tcp"))
     return {name: sorted(ports) for name, ports in found.items()}
 
 
-def _referenced_ports(user: ServiceConfig, names: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(service, port) pairs that `user`'s environment names (module docstring, item 3)."""
+def _host_ports(text: str, names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(service, port) for each `NAME:PORT` in `text` (a URL's authority, or host:port)."""
+    out: list[tuple[str, int]] = []
+    for name in names:
+        pattern = rf"(?<![\w.-]){re.escape(name)}:(\d{{1,5}})(?!\d)"
+        out.extend((name, int(m)) for m in re.findall(pattern, text) if 0 < int(m) < 65536)
+    return out
+
+
+def _host_port_variables(user: ServiceConfig, names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(service, port) for each `X_HOST=NAME` with an `X_PORT=PORT` beside it."""
     out: list[tuple[str, int]] = []
     env = user.environment
     for key, value in env.items():
-        for name in names:
-            pattern = rf"(?<![\w.-]){re.escape(name)}:(\d{{1,5}})(?!\d)"
-            out.extend((name, int(m)) for m in re.findall(pattern, value) if 0 < int(m) < 65536)
         if key.upper().endswith("HOST") and value in names:
             port_key = key[: -len("HOST")] + ("PORT" if key.isupper() else "port")
             port_text = env.get(port_key, "")

@@ -402,6 +402,20 @@ def test_services_cover_the_ports_others_use(fixture_export: KubeExport) -> None
     assert "worker" not in services  # nobody uses a port of it
 
 
+def test_a_database_url_kept_as_a_secret_names_the_port_but_leaks_nothing(tmp_path: Path) -> None:
+    (tmp_path / "url").write_text(f"postgresql://app:{CANARY}@db:6543/app")
+    config = tmp_path / "stack.yaml"
+    config.write_text(
+        "version: 1\nproject: p\nsecrets: {url: {file: url}}\nservices:\n"
+        "  db: {image: postgres}\n"
+        "  app: {image: x, secrets: [url], environment: {DATABASE_URL_FILE: /run/secrets/url}}\n"
+    )
+    result = export(load_stack(config))
+    service = by_kind(result, "Service")["db"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [6543]
+    assert CANARY not in yaml.safe_dump_all(result.manifests())
+
+
 def test_node_port_keeps_host_ports_in_the_node_port_range() -> None:
     result = export(load_stack(FIXTURE), expose_as="NodePort")
     public = by_kind(result, "Service")["web-public"]["spec"]
