@@ -34,24 +34,30 @@ KUBERNETES_VERSION = "1.30.0"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+def with_secrets(tmp_path: Path, config: str) -> Path:
+    """A copy of config/ whose secret files are generated, as an operator (or scripts/demo) has
+    it: the demo and production configs name secret files that git does not hold."""
+    folder = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", folder, ignore=shutil.ignore_patterns("secrets"))
+    for target in (folder, folder / "production"):
+        subprocess.run(
+            [str(folder / "production" / "generate-secrets"), str(target)],
+            env={"PATH": "/usr/bin:/bin", "OIDC_CLIENT_SECRET": "from-the-idp"},
+            capture_output=True,
+            check=True,
+        )
+    return folder / config
+
+
 def production(tmp_path: Path) -> Path:
-    """The production config with its secrets generated, as an operator has it."""
-    etc = tmp_path / "production"
-    shutil.copytree(
-        REPO_ROOT / "config" / "production", etc, ignore=shutil.ignore_patterns("secrets")
-    )
-    subprocess.run(
-        [str(etc / "generate-secrets")],
-        env={"PATH": "/usr/bin:/bin", "OIDC_CLIENT_SECRET": "from-the-idp"},
-        capture_output=True,
-        check=True,
-    )
-    return etc / "supervisor.yaml"
+    return with_secrets(tmp_path, "production/supervisor.yaml")
 
 
 def load(name: str, tmp_path: Path) -> StackConfig:
     if name == "production":
         return load_stack(production(tmp_path))
+    if name == "config/demo.yaml":
+        return load_stack(with_secrets(tmp_path, "demo.yaml"))
     if name == "compose":
         compose = (
             REPO_ROOT / "tests" / "fixtures" / "compose" / "vpn-manager" / "docker-compose.yml"
@@ -135,7 +141,8 @@ def test_the_validator_catches_an_unknown_field() -> None:
 def test_kubectl_kustomize_builds_the_written_folder(name: str, tmp_path: Path) -> None:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl missing: run scripts/ensure-test-tools (Debian's kubernetes-client)"
-    config = production(tmp_path) if name == "production" else REPO_ROOT / name
+    configs = {"production": "production/supervisor.yaml", "config/demo.yaml": "demo.yaml"}
+    config = with_secrets(tmp_path, configs[name]) if name in configs else REPO_ROOT / name
     out = tmp_path / "out"
     proc = run_cli("export", "kubernetes", "--config", str(config), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
