@@ -368,10 +368,10 @@ def _volumes(
                 }
             )
     if service.secrets:
-        mounts.append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+        mounts.append({"name": "run-secrets", "mountPath": SECRETS_DIR, "readOnly": True})
         volumes.append(
             {
-                "name": "secrets",
+                "name": "run-secrets",
                 "projected": {
                     "sources": [
                         {

@@ -480,11 +480,13 @@ def test_environment_goes_to_a_config_map_and_secrets_to_secret_references(
         {"secretRef": {"name": "api-env-secret"}},
     ]
     assert api["containers"][0]["volumeMounts"][-1] == {
-        "name": "secrets",
+        "name": "run-secrets",
         "mountPath": "/run/secrets",
         "readOnly": True,
     }
-    (source,) = next(v for v in api["volumes"] if v["name"] == "secrets")["projected"]["sources"]
+    (source,) = next(v for v in api["volumes"] if v["name"] == "run-secrets")["projected"][
+        "sources"
+    ]
     assert source == {
         "secret": {"name": "db-password", "items": [{"key": "db_password", "path": "db_password"}]}
     }
