@@ -1,4 +1,4 @@
-"""The `ovpn-supervisor` command: run | check | down | import-compose."""
+"""The `ovpn-supervisor` command: run | check | down | import-compose | export."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from supervisor import __version__
 from supervisor.compose import load_compose, load_stack
 from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
+from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
 
@@ -122,7 +123,15 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        # Whole or not at all: a failed write leaves no half a config behind.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            print(f"cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"wrote {output} ({len(result.config['services'])} services)", file=sys.stderr)
     return 0
 
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop keys that cannot be honoured, with a warning, instead of failing",
     )
     imp.set_defaults(func=cmd_import_compose)
+    add_export_command(commands, _load, f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})")
     return parser
 
 
