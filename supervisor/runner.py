@@ -431,6 +431,7 @@ class ServiceRunner:
                 "container cannot start; replacing it", container=container_id[:12], error=str(exc)
             )
             await self._runtime.remove_container(container_id)
+            await self._ensure_image()
             container_id = await self._runtime.create_container(self.spec)
             self._log.info("container created", container=container_id[:12], image=self.spec.image)
             await self._start_known(container_id)

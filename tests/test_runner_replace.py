@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
+from daemon_process import running_daemon, write_config
 
-from supervisor.config import parse_config
+from supervisor.config import load_config, parse_config
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable
 from supervisor.engine_gate import EngineGate
 from supervisor.runner import ServiceRunner
-from supervisor.spec import ContainerSpec
+from supervisor.spec import ContainerSpec, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import StackObserver
 
@@ -88,3 +92,37 @@ def test_an_unreachable_engine_is_not_a_reason_to_replace_anything() -> None:
     with pytest.raises(DockerUnavailable):
         asyncio.run(made._start())
     assert runtime.calls == ["start old"]
+
+
+@pytest.mark.docker
+def test_on_the_engine_a_container_that_cannot_start_is_replaced(
+    tmp_path: Path, project_name: str, stand_in_image: str, docker_client: docker.DockerClient
+) -> None:
+    config: dict[str, Any] = {
+        "version": 1,
+        "project": project_name,
+        "defaults": {"pull": "never"},
+        "services": {
+            "web": {
+                "image": stand_in_image,
+                "health": {"http": {"port": 8080, "path": "/health"}, "interval": "1s"},
+            }
+        },
+    }
+    path = write_config(tmp_path, config)
+    stack = load_config(path)
+    spec = container_spec(stack, stack.services["web"])
+    # A container of the right name and config hash that the engine cannot start, as one left
+    # with a stale task by an engine that died during its start.
+    stuck = docker_client.api.create_container(
+        stand_in_image, name=spec.name, labels=dict(spec.labels), entrypoint=["/nonexistent"]
+    )["Id"]
+    with running_daemon(path, tmp_path / "daemon.log") as daemon:
+        daemon.wait_states({"web": "healthy"}, timeout=60)
+        replaced = daemon.wait_logged(
+            lambda r: r.get("event") == "container cannot start; replacing it",
+            timeout=5,
+            what="the replacement logged",
+        )
+    assert replaced["container"] == stuck[:12]
+    assert docker_client.containers.get(spec.name).id != stuck
