@@ -254,7 +254,7 @@ def test_rows_survive_a_sigkill_of_the_database(stack: RealStack) -> None:
 
 
 def test_rows_survive_the_database_container_removed_out_of_band(stack: RealStack) -> None:
-    volume = stack.container("db").attrs["Mounts"][0]["Name"]
+    volume = _data_volume(stack)
     old_id = stack.started_at("db")[0]
     stack.container("db").remove(force=True)
     stack.running.wait_for(
@@ -262,7 +262,7 @@ def test_rows_survive_the_database_container_removed_out_of_band(stack: RealStac
         timeout=60,
         what="db recreated",
     )
-    assert stack.container("db").attrs["Mounts"][0]["Name"] == volume == f"{stack.project}-pgdata"
+    assert _data_volume(stack) == volume == f"{stack.project}-pgdata"
     stack.assert_rows_kept()
 
 
@@ -369,6 +369,11 @@ def _service_status(stack: RealStack, name: str) -> dict[str, Any]:
     status = json.loads(run_cli("status", "--json", "--config", str(stack.stack_config)).stdout)
     found: dict[str, Any] = next(s for s in status["services"] if s["name"] == name)
     return found
+
+
+def _data_volume(stack: RealStack) -> str:
+    mounts = stack.container("db").attrs["Mounts"]
+    return str(next(m["Name"] for m in mounts if m["Destination"] == "/var/lib/postgresql/data"))
 
 
 def _exists(stack: RealStack, service: str) -> bool:
