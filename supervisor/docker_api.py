@@ -68,8 +68,8 @@ class LogOptions:
             "stderr": True,
             "timestamps": self.timestamps,
             "tail": "all" if self.tail is None else self.tail,
-            # docker-py takes an int or a datetime; a float is sent as is, which the engine takes.
-            **({"since": self.since} if self.since is not None else {}),
+            # docker-py refuses 0 (it means "from the start" anyway).
+            **({"since": self.since} if self.since else {}),
         }
 
 
