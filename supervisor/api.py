@@ -554,6 +554,7 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
         statuses=statuses,
         docker_connected=lambda: supervisor.docker_connected and liveness.docker_reachable,
         services=lambda: supervisor.config.services,
+        loop_lag=lambda: liveness.loop_lag,
     )
     supervisor.observers.add(metrics)
     policy = AccessPolicy(token, over_unix=config.unix_path is not None, loopback=config.loopback)

@@ -81,6 +81,7 @@ class SupervisorMetrics(StackObserver):
         statuses: Callable[[], Sequence[ServiceStatus]],
         docker_connected: Callable[[], bool],
         services: Callable[[], Iterable[str]] = tuple,
+        loop_lag: Callable[[], float] = float,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -122,6 +123,12 @@ class SupervisorMetrics(StackObserver):
             f"{PREFIX}_docker_connected", "1 while the Docker Engine is reachable.", registry=r
         )
         connected.set_function(lambda: float(docker_connected()))
+        lag = Gauge(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the daemon's event loop last woke (probes, restarts and the API wait).",
+            registry=r,
+        )
+        lag.set_function(loop_lag)
         Info(f"{PREFIX}_build", "Version of the running daemon.", registry=r).info(
             {"version": version, "python": platform.python_version()}
         )
