@@ -68,8 +68,9 @@ class LogOptions:
             "stderr": True,
             "timestamps": self.timestamps,
             "tail": "all" if self.tail is None else self.tail,
-            # docker-py refuses 0 (it means "from the start" anyway).
-            **({"since": self.since} if self.since else {}),
+            # Whole seconds: docker-py would send a tiny float in exponent notation, which the
+            # engine cannot parse; under a second means "from the start" anyway.
+            **({"since": int(self.since)} if self.since and self.since >= 1 else {}),
         }
 
 
