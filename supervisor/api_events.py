@@ -14,9 +14,12 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 
+import structlog
 from aiohttp import web
 
 from supervisor.events import Event, EventLog, SubscriberDropped
+
+log = structlog.get_logger(__name__)
 
 KEEPALIVE = 15.0  # a comment line this often: proxies keep the stream open, dead peers show
 WRITE_TIMEOUT = 10.0  # a client that takes longer to accept one event is cut off
@@ -95,8 +98,8 @@ def _service(request: web.Request) -> str | None:
 
 
 async def get_events(request: web.Request) -> web.Response:
-    log = request.app[EVENTS]
-    events = log.history(
+    history = request.app[EVENTS]
+    events = history.history(
         after=_int(request, "since", 0, 0, 2**53),
         service=_service(request),
         since_time=_number(request, "since_time"),
@@ -104,8 +107,8 @@ async def get_events(request: web.Request) -> web.Response:
     )
     body = {
         "events": [e.to_json() for e in events],
-        "last_id": log.last_id,
-        "oldest_id": log.oldest_id(),
+        "last_id": history.last_id,
+        "oldest_id": history.oldest_id(),
     }
     return web.json_response(body)
 
@@ -126,7 +129,7 @@ def _last_event_id(request: web.Request) -> int:
 
 async def get_event_stream(request: web.Request) -> web.StreamResponse:
     """Held events after Last-Event-ID, then live ones; a client too slow to keep up is cut off."""
-    log = request.app[EVENTS]
+    history = request.app[EVENTS]
     service = _service(request)
     after = _last_event_id(request)
     response = web.StreamResponse(
@@ -142,15 +145,15 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
             await response.write(data)
 
     # Subscribe before reading the history, so nothing falls between the two.
-    with endless(request), log.subscribe(service) as subscription:
+    with endless(request), history.subscribe(service) as subscription:
         await response.prepare(request)
-        if after < log.oldest_id() - 1:
-            missed = {"from": after + 1, "to": log.oldest_id() - 1}
+        if after < history.oldest_id() - 1:
+            missed = {"from": after + 1, "to": history.oldest_id() - 1}
             await send(f"event: gap\ndata: {json.dumps(missed)}\n\n".encode())
-        for event in log.history(after=after, service=service):
+        for event in history.history(after=after, service=service):
             await send(sse_frame(event))
             after = event.id
-        with contextlib.suppress(SubscriberDropped, ConnectionResetError, TimeoutError):
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
             while True:
                 try:
                     async with asyncio.timeout(KEEPALIVE):
@@ -158,6 +161,9 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
                 except TimeoutError:
                     await send(b": keepalive\n\n")
                     continue
+                except SubscriberDropped:
+                    log.warning("event stream client too slow: dropped", peer=request.remote)
+                    break
                 if event.id > after:
                     await send(sse_frame(event))
                     after = event.id
