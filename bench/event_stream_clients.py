@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,14 @@ from typing import Any
 import aiohttp
 import docker
 import yaml
-from common import free_port, read_log, remove_by_label, stop_process, write_results
+from common import (
+    free_port,
+    read_log,
+    remove_by_label,
+    stop_process,
+    wait_stack_up,
+    write_results,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -159,17 +165,7 @@ def main() -> int:
                 cwd=REPO,
             )
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/v1/status", timeout=5) as answer:
-                        if yaml.safe_load(answer.read())["daemon"]["all_up"]:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"the stack did not come up; see {log_path}")
-                time.sleep(0.2)
+            wait_stack_up(base, proc, timeout=120, log=log_path)
             results = asyncio.run(run(args, base, proc.pid, token))
             dropped = [r for r in read_log(log_path) if "too slow: dropped" in r.get("event", "")]
             results["stalled_client_dropped"] = len(dropped) == 1

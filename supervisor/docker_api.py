@@ -469,11 +469,7 @@ class DockerRuntime:
                     raise item
                 yield item
         finally:
-            stopping.set()
-            stream = holder.get("stream")
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+            _stop_pump(stopping, holder)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -531,11 +527,16 @@ class DockerRuntime:
             while True:
                 yield await queue.get()
         finally:
-            stopping.set()
-            stream = holder.get("stream")
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+            _stop_pump(stopping, holder)
+
+
+def _stop_pump(stopping: threading.Event, holder: Mapping[str, Any]) -> None:
+    """End a stream-reading thread: closing its stream wakes a read blocked on it."""
+    stopping.set()
+    stream = holder.get("stream")
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 def _to_event(raw: Mapping[str, Any]) -> ContainerEvent | None:

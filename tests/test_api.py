@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import re
@@ -147,8 +148,9 @@ def make_metrics(sup: FakeSupervisor) -> SupervisorMetrics:
 MakeClient = Callable[..., Awaitable[test_utils.TestClient[web.Request, web.Application]]]
 
 
-@pytest.fixture
-async def make_client() -> AsyncIterator[MakeClient]:
+@contextlib.asynccontextmanager
+async def client_factory() -> AsyncIterator[MakeClient]:
+    """Test clients of the app as `api_component` builds it, fakes behind it; closed after."""
     clients: list[test_utils.TestClient[web.Request, web.Application]] = []
 
     async def make(
@@ -167,9 +169,17 @@ async def make_client() -> AsyncIterator[MakeClient]:
         clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        await client.close()
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    async with client_factory() as make:
+        yield make
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

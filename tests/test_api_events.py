@@ -8,19 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import test_utils, web
 from test_api import (
     AUTH,
-    TOKEN,
     FakeLogs,
-    FakeSupervisor,
     MakeClient,
-    add_page_and_logs,
+    client_factory,
     fake_supervisor,
-    make_metrics,
 )
 
-from supervisor.api import AccessPolicy, build_app
 from supervisor.cli import main
 from supervisor.events import EventKind
 from supervisor.metrics import SupervisorMetrics
@@ -30,22 +25,8 @@ from supervisor.watch_commands import sse_events
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[MakeClient]:
-    """The app as `api_component` builds it, on loopback with a token, fakes behind it."""
-    clients: list[test_utils.TestClient[web.Request, web.Application]] = []
-
-    async def make(
-        sup: FakeSupervisor, *, logs: FakeLogs | None = None
-    ) -> test_utils.TestClient[web.Request, web.Application]:
-        app = build_app(sup, make_metrics(sup), AccessPolicy(TOKEN, over_unix=False, loopback=True))
-        add_page_and_logs(app, sup, logs or FakeLogs())
-        client = test_utils.TestClient(test_utils.TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+    async with client_factory() as make:
+        yield make
 
 
 def publish_some(sup: Any) -> None:
