@@ -138,8 +138,10 @@ class EventLog:
         event = Event(self._next_id, self._clock(), kind, service, message, data)
         self._next_id += 1
         self._events.append(event)
+        # Details nested under `data`: the log's own lines keep their top-level fields to
+        # themselves (a "state changed" line and a state event must not look alike).
         fields = {"service": service} if service is not None else {}
-        getattr(log, level)(message, event_id=event.id, kind=kind.value, **fields, **data)
+        getattr(log, level)(message, event_id=event.id, kind=kind.value, **fields, data=data)
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
         return event
