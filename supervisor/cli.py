@@ -1,16 +1,18 @@
-"""The `ovpn-supervisor` command: run | check | down | import-compose."""
+"""The `ovpn-supervisor` command: run | check | down | import-compose | export."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
 from supervisor.compose import load_compose, load_stack
-from supervisor.config import ConfigError, StackConfig
+from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
+from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
 
@@ -53,6 +55,20 @@ def start_plan(config: StackConfig) -> list[str]:
     return lines
 
 
+def probe_summary(probe: Probe) -> str:
+    """One probe as `check` prints it: `https :8600/health (certificate not verified)`."""
+    if isinstance(probe, TcpProbe):
+        return f"tcp :{probe.port}"
+    if isinstance(probe, ExecProbe):
+        return "exec " + shlex.join(probe.command)
+    where = probe.url or f"{probe.scheme} :{probe.port}{probe.path}"
+    if probe.scheme != "https":
+        return where
+    if not probe.tls_verify:
+        return f"{where} (certificate not verified)"
+    return f"{where} (trusting {probe.ca_file})" if probe.ca_file else where
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -62,6 +78,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     print("start plan:")
     print("\n".join(start_plan(config)))
+    probed = [(n, s.health.probe) for n, s in config.services.items() if s.health is not None]
+    if probed:
+        print("health probes:")
+        print("\n".join(f"  {name}: {probe_summary(probe)}" for name, probe in probed))
     return 0
 
 
@@ -103,7 +123,15 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        # Whole or not at all: a failed write leaves no half a config behind.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            print(f"cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"wrote {output} ({len(result.config['services'])} services)", file=sys.stderr)
     return 0
 
@@ -151,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop keys that cannot be honoured, with a warning, instead of failing",
     )
     imp.set_defaults(func=cmd_import_compose)
+    add_export_command(commands, _load, f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})")
     return parser
 
 

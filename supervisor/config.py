@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import signal
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum, StrEnum
@@ -57,10 +58,12 @@ __all__ = [
     "VolumeMount",
     "config_hash",
     "container_hash",
+    "describe_yaml_error",
     "load_api_config",
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_env_file",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
@@ -172,11 +175,21 @@ class PullPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class HttpProbe:
-    """HTTP GET; healthy on 2xx. Either `port` (+ `path`) on the container, or a full `url`."""
+    """HTTP(S) GET; healthy on 2xx. Either `port` (+ `path`) on the container, or a full `url`.
+
+    For https, `tls_verify=False` accepts any certificate (a self-signed one) and `ca_file`
+    trusts that CA bundle instead of the system's; `ca_digest`, the bundle's sha256, makes a
+    changed bundle a changed probe. On the container's address the certificate's name is not
+    checked (certificates do not name container IPs); with a `url` it is.
+    """
 
     port: int | None = None
     path: str = "/health"
     url: str | None = None
+    scheme: Literal["http", "https"] = "http"
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    ca_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +320,15 @@ class ServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
-    """A project network."""
+    """A project network; `name` is its Docker name when not `<project>-<key>`.
+
+    `name` gives a network a fixed Docker name that other stacks attach to; an existing
+    network of that name is joined as it is.
+    """
 
     internal: bool = False
     driver: str = "bridge"
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,9 +687,8 @@ class _Parser:
             self._index(root, (), set())
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            self.problem((), f"YAML syntax error: {what}", mark.line + 1 if mark else None)
+            line, message = describe_yaml_error(exc, text)
+            self.problem((), message, line)
             return None
         except yaml.YAMLError as exc:
             self.problem((), f"YAML error: {exc}")
@@ -933,10 +950,13 @@ class _Parser:
         return out
 
     def _network(self, data: dict[str, Any], path: KeyPath) -> NetworkConfig:
-        self.keys(data, path, ("internal", "driver"))
+        self.keys(data, path, ("internal", "driver", "name"))
         internal = self.optional(data, "internal", path, self.boolean)
         driver = self.optional(data, "driver", path, self.string)
-        return NetworkConfig(internal=bool(internal), driver=driver or "bridge")
+        name = self.optional(data, "name", path, self.string)
+        if name is not None and not NAME_RE.match(name):
+            self.problem((*path, "name"), f"invalid Docker network name {name!r}")
+        return NetworkConfig(internal=bool(internal), driver=driver or "bridge", name=name or None)
 
     def _volume(self, data: dict[str, Any], path: KeyPath) -> VolumeConfig:
         self.keys(data, path, ("driver", "name"))
@@ -1281,40 +1301,23 @@ class _Parser:
         return out
 
     def _read_env_file(self, file: Path, path: KeyPath) -> dict[str, str]:
-        """KEY=VALUE lines; '#' comments, blank lines, `export ` and surrounding quotes allowed.
-
-        Values are taken verbatim otherwise (no inline comments, no ${} expansion), like
-        `docker run --env-file`: a password may contain '#' or '$'.
-        """
+        """An env file's variables (see `parse_env_file`); its bad lines are problems."""
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
             self.problem(path, f"cannot read env file {str(file)!r}: {reason}")
             return {}
-        out: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            if stripped.startswith("export "):
-                stripped = stripped[len("export ") :].lstrip()
-            key, sep, value = stripped.partition("=")
-            key = key.strip()
-            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
-                self.problems.append(
-                    ConfigProblem(
-                        format_path(path),
-                        f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
-                        str(file),
-                        number,
-                    )
+        out, bad = parse_env_file(text)
+        for number, line in bad:
+            self.problems.append(
+                ConfigProblem(
+                    format_path(path),
+                    f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
+                    str(file),
+                    number,
                 )
-                continue
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            out[key] = value
+            )
         return out
 
     def _health(self, value: object, path: KeyPath, base: HealthTiming) -> HealthConfig | None:
@@ -1358,26 +1361,82 @@ class _Parser:
             if "port" not in data:
                 return None
             return TcpProbe(self.integer(data["port"], (*path, "port"), 0, 1, 65535))
-        data = self.mapping(value, path)
-        self.keys(data, path, ("port", "path", "url"))
+        return self._http_probe(self.mapping(value, path), path)
+
+    def _http_probe(self, data: dict[str, Any], path: KeyPath) -> HttpProbe | None:
+        self.keys(data, path, ("port", "path", "url", "scheme", "tls_verify", "ca_file"))
         if ("port" in data) == ("url" in data):
             self.problem(path, "needs exactly one of port or url")
             return None
+        tls = self._probe_tls(data, path)
         if "url" in data:
             url = self.string(data["url"], (*path, "url"))
-            if "path" in data:
-                self.problem((*path, "path"), "not allowed with url (put the path in the url)")
+            for key in ("path", "scheme"):
+                if key in data:
+                    self.problem((*path, key), f"not allowed with url (put the {key} in the url)")
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.problem((*path, "url"), f"expected an http:// or https:// URL, got {url!r}")
-            return HttpProbe(url=url)
+                return None
+            scheme: Literal["http", "https"] = "https" if parts.scheme == "https" else "http"
+            self._check_tls_scheme(data, path, scheme)
+            return replace(tls, url=url, scheme=scheme)
         port = self.integer(data["port"], (*path, "port"), 0, 1, 65535)
         probe_path = "/health"
         if "path" in data:
             probe_path = self.string(data["path"], (*path, "path"), probe_path)
             if not probe_path.startswith("/"):
                 self.problem((*path, "path"), f"must start with '/', got {probe_path!r}")
-        return HttpProbe(port=port, path=probe_path)
+        scheme = "http"
+        if data.get("scheme") is not None:
+            if data["scheme"] in ("http", "https"):
+                scheme = data["scheme"]
+            else:
+                self.problem(
+                    (*path, "scheme"), f"invalid value {data['scheme']!r} (one of: http, https)"
+                )
+                return None
+        self._check_tls_scheme(data, path, scheme)
+        return replace(tls, port=port, path=probe_path, scheme=scheme)
+
+    def _probe_tls(self, data: dict[str, Any], path: KeyPath) -> HttpProbe:
+        """An HttpProbe holding only the TLS settings (`tls_verify`, `ca_file` and its digest)."""
+        tls_verify = True
+        if data.get("tls_verify") is not None:
+            tls_verify = self.boolean(data["tls_verify"], (*path, "tls_verify"), True)
+        ca_value = self.optional(data, "ca_file", path, self.string)
+        if not ca_value:
+            return HttpProbe(tls_verify=tls_verify)
+        if not tls_verify:
+            self.problem(
+                (*path, "tls_verify"),
+                "false accepts any certificate: it cannot go with ca_file (drop one of them)",
+            )
+        ca_file = self.resolve(ca_value)
+        return HttpProbe(
+            tls_verify=tls_verify,
+            ca_file=ca_file,
+            ca_digest=self._ca_digest(ca_file, (*path, "ca_file")),
+        )
+
+    def _ca_digest(self, file: Path, path: KeyPath) -> str | None:
+        """The sha256 of a PEM CA bundle; a problem if it cannot be read or holds no certificate."""
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            self.problem(path, f"cannot read CA file {str(file)!r}: {_reason(exc)}")
+            return None
+        if not _holds_pem_certificate(data):
+            self.problem(path, f"{str(file)!r} is not a PEM CA bundle (no certificate in it)")
+            return None
+        return hashlib.sha256(data).hexdigest()
+
+    def _check_tls_scheme(self, data: dict[str, Any], path: KeyPath, scheme: str) -> None:
+        if scheme == "https":
+            return
+        for key in ("tls_verify", "ca_file"):
+            if data.get(key) is not None:
+                self.problem((*path, key), "applies only to https (set scheme: https)")
 
     def _depends_on(self, value: object, path: KeyPath) -> dict[str, Dependency]:
         out: dict[str, Dependency] = {}
@@ -1632,6 +1691,58 @@ class _Parser:
                         )
                         break
                 taken.setdefault(key, []).append((port.host_ip, name))
+
+
+def parse_env_file(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """KEY=VALUE lines; '#' comments, blank lines, `export ` and surrounding quotes allowed.
+
+    Values are taken verbatim otherwise (no inline comments, no ${} expansion), like
+    `docker run --env-file`: a password may contain '#' or '$'. Returns the variables and the
+    lines that are not KEY=VALUE (numbered from 1).
+    """
+    out: dict[str, str] = {}
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+            bad.append((number, line))
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out, bad
+
+
+def describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str]:
+    """The line of a YAML syntax error and a message naming its column (and, for `{{ … }}`
+    on that line, the likely cause: an unrendered template)."""
+    mark = exc.problem_mark or exc.context_mark
+    what = ": ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    if mark is None:
+        return None, f"YAML syntax error: {what}"
+    message = f"YAML syntax error at column {mark.column + 1}: {what}"
+    lines = text.splitlines()
+    if mark.line < len(lines) and "{{" in lines[mark.line]:
+        message += " (a template expression {{ … }}: render the template first)"
+    return mark.line + 1, message
+
+
+def _holds_pem_certificate(data: bytes) -> bool:
+    """True if `data` is PEM text with at least one certificate that OpenSSL can load."""
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return False
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 def _reason(exc: OSError) -> str:
