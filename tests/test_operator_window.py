@@ -85,14 +85,15 @@ class StreamReader:
             for event in sse_events(chunks):
                 self.events.append(event)
         except (OSError, ValueError, http.client.HTTPException):
-            pass  # closed under it by close()
+            pass  # the socket shut under it by close()
 
     def close(self) -> None:
-        # shutdown() wakes the reader thread's blocking read; close() alone does not.
+        # shutdown() wakes the reader thread's blocking read; the connection is closed only
+        # once that thread is done with it.
         if self.conn.sock is not None:
             self.conn.sock.shutdown(socket.SHUT_RDWR)
-        self.conn.close()
         self.thread.join(timeout=5)
+        self.conn.close()
 
 
 def test_a_crash_shows_in_the_history_the_stream_and_the_cli(
