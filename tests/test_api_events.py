@@ -17,7 +17,7 @@ from test_api import (
 )
 
 from supervisor.cli import main
-from supervisor.events import EventKind
+from supervisor.events import EventKind, EventLog
 from supervisor.metrics import SupervisorMetrics
 from supervisor.status import RestartCause
 from supervisor.watch_commands import sse_events
@@ -112,6 +112,22 @@ async def test_stream_names_a_gap_when_the_history_no_longer_holds_the_id(
     assert gap == {"gap": '{"from": 1, "to": 1}'}
     assert only["id"] == 3
     resp.close()
+
+
+async def test_a_stream_client_that_falls_behind_is_cut_off(make_client: MakeClient) -> None:
+    sup = fake_supervisor()
+    sup.events = EventLog(queue_size=2)
+    client = await make_client(sup)
+    resp = await client.get("/v1/events/stream")
+    assert resp.status == 200
+    sup.events.publish(EventKind.STATE, "first", service="web")
+    await read_frames(resp, 1)  # subscribed and flowing
+    for i in range(5):  # one burst, faster than the handler runs: its queue of 2 overflows
+        sup.events.publish(EventKind.STATE, f"burst {i}", service="web")
+    async with asyncio.timeout(5):
+        rest = await resp.content.read()  # the daemon ends the stream
+    assert rest.count(b"id: ") < 5
+    assert sup.events.subscribers == 0
 
 
 async def test_operator_command_is_an_event_with_its_caller(make_client: MakeClient) -> None:
