@@ -20,13 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
-from common import free_port
+from common import free_port, wait_stack_up
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"/v1/status": 0.010, "/metrics": 0.020}
@@ -51,11 +50,6 @@ def config(project: str, services: int, port: int) -> dict[str, Any]:
             for i in range(services)
         },
     }
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -164,17 +158,7 @@ def main() -> int:
     results: dict[str, Any] = {"services": args.services, "rate": args.rate}
     try:
         began = time.monotonic()
-        deadline = began + 900
-        while True:
-            try:
-                status = get_json(base + "/v1/status")
-                if status["daemon"]["all_up"]:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise SystemExit(f"stack did not come up; see {work / 'daemon.log'}")
-            time.sleep(1)
+        wait_stack_up(base, daemon, timeout=900, log=work / "daemon.log", every=1)
         results["stack_up_seconds"] = round(time.monotonic() - began, 1)
         results.update(measure(daemon.pid, base, args.rate, args.seconds))
         print(json.dumps(results, indent=2))

@@ -10,6 +10,8 @@ import platform
 import signal
 import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,21 @@ def write_results(data: dict[str, Any], out: Path, repo_root: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"\nresults: {out.relative_to(repo_root) if out.is_relative_to(repo_root) else out}")
+
+
+def wait_stack_up(
+    base: str, proc: subprocess.Popen[bytes], *, timeout: float, log: Path, every: float = 0.2
+) -> None:
+    """Poll the daemon at `base` until every service is up; exit with a pointer to its log if
+    it does not get there in `timeout` seconds or dies meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/v1/status", timeout=10) as answer:
+                if json.load(answer)["daemon"]["all_up"]:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"the stack did not come up; see {log}")
+        time.sleep(every)

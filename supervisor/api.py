@@ -27,14 +27,18 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from supervisor.api_events import add_event_routes
+from supervisor.api_logs import add_log_routes, containers_of
 from supervisor.config import NAME_RE, ApiConfig
 from supervisor.daemon import DaemonState, ReloadResult, Supervisor
+from supervisor.events import EventKind, EventLog
 from supervisor.local_token import create_token, generated_token_path, remove_token
 from supervisor.metrics import SupervisorMetrics
 from supervisor.openapi import OPENAPI
 from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus, summarize
+from supervisor.status_page import add_status_page
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +80,7 @@ class SupervisorView(Protocol):
     state: DaemonState
     docker_connected: bool
     last_reload: ReloadResult | None
+    events: EventLog
 
     @property
     def stack(self) -> StackView | None: ...
@@ -337,7 +342,15 @@ async def post_command(request: web.Request) -> web.Response:
     stack = _supervising(sup)
     current = _find(sup, name)
     stack.request(name, action)
-    log.info("operator command", service=name, action=action.value, peer=request.remote or "")
+    policy = request.app[POLICY]
+    sup.events.publish(
+        EventKind.OPERATOR,
+        "operator command",
+        service=name,
+        action=action.value,
+        caller="unix socket" if policy.over_unix else "token",
+        peer=request.remote or "",
+    )
     body = {"service": name, "action": action.value, "accepted": True, "state": current.state}
     return web.json_response(body, status=202, dumps=_dumps)
 
@@ -392,6 +405,7 @@ def build_app(
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/openapi.json", get_openapi)
+    add_event_routes(app, supervisor.events, lambda: [s.name for s in _services(supervisor)])
     return app
 
 
@@ -539,10 +553,14 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
         version=supervisor.version,
         statuses=statuses,
         docker_connected=lambda: supervisor.docker_connected and liveness.docker_reachable,
+        services=lambda: supervisor.config.services,
+        loop_lag=lambda: liveness.loop_lag,
     )
     supervisor.observers.add(metrics)
     policy = AccessPolicy(token, over_unix=config.unix_path is not None, loopback=config.loopback)
     app = build_app(supervisor, metrics, policy, liveness)
+    add_log_routes(app, supervisor.runtime, containers_of(lambda: supervisor.config, statuses))
+    add_status_page(app, lambda: supervisor.config)
     served = serve(app, config, supervisor.runtime.ping)
     if generated is None:
         return served

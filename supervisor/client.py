@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,20 +78,8 @@ class ApiClient:
             conn.request(method, path, headers=headers)
             response = conn.getresponse()
             raw = response.read()
-        except PermissionError as exc:
-            raise DaemonUnreachable(
-                f"permission denied on {self.address}: run as root or as a member of the "
-                "socket's group (api.socket_group)"
-            ) from exc
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnreachable(
-                f"no daemon is listening on {self.address}: is ovpn-supervisor running? "
-                "(address from --api or api.listen in the config)"
-            ) from exc
-        except TimeoutError as exc:
-            raise DaemonUnreachable(f"the daemon at {self.address} did not answer in time") from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise DaemonUnreachable(f"cannot talk to the daemon at {self.address}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         finally:
             conn.close()
         try:
@@ -101,6 +90,51 @@ class ApiClient:
             return body
         message = body.get("message") if isinstance(body, dict) else None
         raise ApiRefused(response.status, str(message or f"HTTP {response.status}"))
+
+    def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
+        """The body of a GET as it arrives, in chunks, for as long as the daemon sends it.
+
+        ApiRefused for an error status (before the first chunk), DaemonUnreachable when the
+        daemon cannot be reached. Closing the iterator closes the connection.
+        """
+        conn = self._connection(self.timeout)
+        sent = {"Accept": "*/*", **(headers or {})}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        try:
+            try:
+                conn.request("GET", path, headers=sent)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from exc
+            if response.status != 200:
+                try:
+                    message = json.loads(response.read()).get("message")
+                except (ValueError, AttributeError, OSError):
+                    message = None
+                raise ApiRefused(response.status, str(message or f"HTTP {response.status}"))
+            if conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet stream is not a dead daemon
+            while chunk := response.read1(65536):
+                yield chunk
+        finally:
+            conn.close()
+
+    def _unreachable(self, exc: Exception) -> DaemonUnreachable:
+        """What a failed exchange means, for the operator."""
+        if isinstance(exc, PermissionError):
+            return DaemonUnreachable(
+                f"permission denied on {self.address}: run as root or as a member of the "
+                "socket's group (api.socket_group)"
+            )
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            return DaemonUnreachable(
+                f"no daemon is listening on {self.address}: is ovpn-supervisor running? "
+                "(address from --api or api.listen in the config)"
+            )
+        if isinstance(exc, TimeoutError):
+            return DaemonUnreachable(f"the daemon at {self.address} did not answer in time")
+        return DaemonUnreachable(f"cannot talk to the daemon at {self.address}: {exc}")
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.address.startswith(UNIX_SCHEME):

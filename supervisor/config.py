@@ -68,6 +68,7 @@ __all__ = [
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
 DEFAULT_SOCKET_MODE = 0o660
+DEFAULT_EVENTS_KEEP = 1000
 UNIX_SCHEME = "unix://"
 RESERVED_LABEL_PREFIX = "io.ovpn-supervisor."
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -361,6 +362,7 @@ class ApiConfig:
     token_file: Path | None = None
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: str | None = None
+    events_keep: int = DEFAULT_EVENTS_KEEP  # api.events.keep: the event history's length
 
     @property
     def unix_path(self) -> Path | None:
@@ -979,7 +981,7 @@ class _Parser:
 
     def _api(self, data: dict[str, Any]) -> ApiConfig:
         path: KeyPath = ("api",)
-        self.keys(data, path, ("listen", "token_file", "socket_mode", "socket_group"))
+        self.keys(data, path, ("listen", "token_file", "socket_mode", "socket_group", "events"))
         listen = self.optional(data, "listen", path, self.string)
         if listen is not None and not _valid_listen(listen):
             self.problem(
@@ -989,7 +991,9 @@ class _Parser:
             listen = None
         token = self.optional(data, "token_file", path, self.string)
         api = ApiConfig(
-            listen=listen or DEFAULT_LISTEN, token_file=self.resolve(token) if token else None
+            listen=listen or DEFAULT_LISTEN,
+            token_file=self.resolve(token) if token else None,
+            events_keep=self._events_keep(data.get("events"), (*path, "events")),
         )
         if not api.loopback and api.token_file is None:
             # Anyone on the network could restart the VPN stack: never without a token.
@@ -1010,6 +1014,17 @@ class _Parser:
             if group is None
             else self.scalar_text(group, (*path, "socket_group")),
         )
+
+    def _events_keep(self, value: object, path: KeyPath) -> int:
+        """`api.events: {keep: N}`: how many events the history holds."""
+        if value is None:
+            return DEFAULT_EVENTS_KEEP
+        data = self.mapping(value, path)
+        self.keys(data, path, ("keep",))
+        keep = data.get("keep")
+        if keep is None:
+            return DEFAULT_EVENTS_KEEP
+        return self.integer(keep, (*path, "keep"), DEFAULT_EVENTS_KEEP, 1, 100_000)
 
     def _socket_mode(self, value: object, path: KeyPath) -> int:
         """An octal permission such as "0660" (quoted or not); default 0660."""

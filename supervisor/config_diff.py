@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from supervisor.config import StackConfig, config_hash, container_hash
 
@@ -54,7 +54,8 @@ def _not_applied(old: StackConfig, new: StackConfig) -> tuple[str, ...]:
     notes = []
     if old.project != new.project:
         notes.append("project renamed: takes effect after `down` and a daemon restart")
-    if old.api != new.api:
+    # The event history's length is applied live (`EventLog.resize`); the rest needs a restart.
+    if replace(old.api, events_keep=0) != replace(new.api, events_keep=0):
         notes.append("api settings changed: take effect when the daemon restarts")
     for name in old.networks.keys() & new.networks.keys():
         if old.networks[name] != new.networks[name]:

@@ -21,6 +21,7 @@ from supervisor.compose import load_stack
 from supervisor.config import ConfigError, ConfigProblem, HttpProbe, StackConfig
 from supervisor.config_diff import diff_configs
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
+from supervisor.events import EventKind, EventLog, EventRecorder
 from supervisor.file_watch import FileWatcher
 from supervisor.probes import Prober, ProbeResult
 from supervisor.reload_queue import ReloadQueue
@@ -100,6 +101,9 @@ class Supervisor(StackObserver):
         # Components register here before the stack exists; the stack reports through it.
         self.observers = Observers()
         self.observers.add(self)
+        # The event history (API, status page): fed by the observers, reloads and the API.
+        self.events = EventLog(config.api.events_keep)
+        self.observers.add(EventRecorder(self.events))
         self.reload_queue: ReloadQueue[ReloadResult] = ReloadQueue(self._reload)
         self._watcher: FileWatcher | None = None
 
@@ -121,6 +125,9 @@ class Supervisor(StackObserver):
 
     def reload_done(self, ok: bool, at: float) -> None:
         self.status_generation += 1
+
+    def engine_link(self, connected: bool, detail: str) -> None:
+        self.docker_connected = connected
 
     @property
     def uptime(self) -> float:
@@ -156,8 +163,24 @@ class Supervisor(StackObserver):
         finally:
             self.state = previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
         self.last_reload = result
+        self.events.resize(self.config.api.events_keep)
+        self._publish_reload(result)
         self.observers.reload_done(result.ok, result.at)
         return result
+
+    def _publish_reload(self, result: ReloadResult) -> None:
+        changes = {"added": result.added, "removed": result.removed, "changed": result.changed}
+        what = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v)
+        self.events.publish(
+            EventKind.RELOAD,
+            f"reload {'applied' if result.ok else 'refused'}: {what or result.message}",
+            level="info" if result.ok else "error",
+            ok=result.ok,
+            errors=list(result.errors),
+            added=list(result.added),
+            removed=list(result.removed),
+            changed=list(result.changed),
+        )
 
     async def _validate_and_apply(self) -> ReloadResult:
         try:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,6 +48,30 @@ class DockerUnavailable(DockerError):
 
 class ImageNotFound(DockerError):
     """An image is neither present locally nor pullable."""
+
+
+class ContainerNotFound(DockerError):
+    """No container by that name or id (never created, or removed)."""
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Which part of a container's output to read (as `docker logs` takes it)."""
+
+    tail: int | None = None  # last N lines; None: all
+    since: float | None = None  # epoch seconds
+    timestamps: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "stdout": True,
+            "stderr": True,
+            "timestamps": self.timestamps,
+            "tail": "all" if self.tail is None else self.tail,
+            # Whole seconds: docker-py would send a tiny float in exponent notation, which the
+            # engine cannot parse; under a second means "from the start" anyway.
+            **({"since": int(self.since)} if self.since and self.since >= 1 else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -385,6 +409,68 @@ class DockerRuntime:
 
         return await self._call(f"exec in {container_id[:12]}", run)
 
+    # -- logs -----------------------------------------------------------------------------
+
+    async def container_logs(self, name_or_id: str, options: LogOptions) -> bytes:
+        """A container's output so far (also of a stopped or exited one)."""
+
+        def read() -> bytes:
+            try:
+                return bytes(self._api.logs(name_or_id, stream=False, **options.kwargs()))
+            except docker.errors.NotFound:
+                raise ContainerNotFound(f"container {name_or_id}: not found") from None
+
+        return await self._call(f"logs of container {name_or_id}", read)
+
+    async def follow_logs(self, name_or_id: str, options: LogOptions) -> AsyncGenerator[bytes]:
+        """A container's output, then what it writes from now on, until it exits.
+
+        The stream is read in a thread of its own (not the call pool: a follower may last
+        for hours) and handed over through a small queue, so a slow reader slows only its
+        own stream. Closing the iterator closes the stream.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=64)
+        stopping = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def hand_over(item: bytes | Exception | None) -> bool:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    future.result(timeout=0.5)
+                    return True
+            future.cancel()
+            return False
+
+        def pump() -> None:
+            try:
+                stream = self._api.logs(name_or_id, stream=True, follow=True, **options.kwargs())
+                holder["stream"] = stream
+                if stopping.is_set():
+                    stream.close()
+                    return
+                for chunk in stream:
+                    if not hand_over(bytes(chunk)):
+                        return
+            except docker.errors.NotFound:
+                hand_over(ContainerNotFound(f"container {name_or_id}: not found"))
+            except Exception as exc:
+                if not stopping.is_set():
+                    hand_over(_translate(exc, f"logs of container {name_or_id}"))
+                return
+            hand_over(None)
+
+        thread = threading.Thread(target=pump, name=f"docker-logs-{name_or_id}", daemon=True)
+        thread.start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            _stop_pump(stopping, holder)
+
     # -- events ---------------------------------------------------------------------------
 
     async def events(
@@ -441,11 +527,16 @@ class DockerRuntime:
             while True:
                 yield await queue.get()
         finally:
-            stopping.set()
-            stream = holder.get("stream")
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+            _stop_pump(stopping, holder)
+
+
+def _stop_pump(stopping: threading.Event, holder: Mapping[str, Any]) -> None:
+    """End a stream-reading thread: closing its stream wakes a read blocked on it."""
+    stopping.set()
+    stream = holder.get("stream")
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 def _to_event(raw: Mapping[str, Any]) -> ContainerEvent | None:

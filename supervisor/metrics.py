@@ -17,6 +17,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,6 +30,9 @@ from supervisor.status import RestartCause, ServiceStatus, StackObserver
 PREFIX = "ovpn_supervisor"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+# The `_created` companion series are of no use to Prometheus here and double the output.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _StackCollector(Collector):
@@ -76,6 +80,8 @@ class SupervisorMetrics(StackObserver):
         version: str,
         statuses: Callable[[], Sequence[ServiceStatus]],
         docker_connected: Callable[[], bool],
+        services: Callable[[], Iterable[str]] = tuple,
+        loop_lag: Callable[[], float] = float,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -117,12 +123,37 @@ class SupervisorMetrics(StackObserver):
             f"{PREFIX}_docker_connected", "1 while the Docker Engine is reachable.", registry=r
         )
         connected.set_function(lambda: float(docker_connected()))
+        lag = Gauge(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the daemon's event loop last woke (probes, restarts and the API wait).",
+            registry=r,
+        )
+        lag.set_function(loop_lag)
         Info(f"{PREFIX}_build", "Version of the running daemon.", registry=r).info(
             {"version": version, "python": platform.python_version()}
         )
         # Both results exist from the start, so `rate()` sees the first reload.
         for result in ("applied", "refused"):
             self.reloads.labels(result)
+        self._services = services
+        self._series_for: set[str] = set()
+        self.track_services()
+
+    def track_services(self) -> None:
+        """Every labelled series of every configured service exists (at 0) from the start, so
+        `increase()` and `rate()` see the first restart; series of removed services go."""
+        wanted = set(self._services())
+        for name in wanted - self._series_for:
+            for cause in RestartCause:
+                self.restarts.labels(name, cause.value)
+            for family in (self.probe_failures, self.probe_duration, self.start_duration):
+                family.labels(name)
+        for name in self._series_for - wanted:
+            for cause in RestartCause:
+                self.restarts.remove(name, cause.value)
+            for family in (self.probe_failures, self.probe_duration, self.start_duration):
+                family.remove(name)
+        self._series_for = wanted
 
     def snapshot(self) -> Sequence[ServiceStatus]:
         """The services' states now (call on the event loop)."""
@@ -157,3 +188,4 @@ class SupervisorMetrics(StackObserver):
         self.reloads.labels("applied" if ok else "refused").inc()
         if ok:
             self.last_reload.set(at)
+            self.track_services()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.events import EventKind
 from supervisor.service import State
 
 _NULLABLE_STR = {"type": "string", "nullable": True}
@@ -60,6 +61,44 @@ def _command(verb: str) -> dict[str, Any]:
                 "409": _json("Error", "The daemon is not supervising a stack right now"),
                 **_ERRORS,
             },
+        }
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_SERVICE_FILTER = _query(
+    "service", {"type": "string", "minLength": 1}, "Only events of this service (404 if unknown)"
+)
+_LOG_QUERY = [
+    _query("tail", {"type": "string", "pattern": "^([0-9]{1,7}|all)$"}, "Last N lines, or all"),
+    _query("since", {"type": "number", "minimum": 0, "maximum": 1e11}, "From this epoch second"),
+    _query("timestamps", {"type": "string", "enum": ["true", "false"]}, "Prefix each line"),
+]
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_LOG_ERRORS = {
+    **_ERRORS,
+    "404": _json("Error", "No such service, or it has no container yet"),
+    "503": _json("Error", "The Docker Engine did not answer"),
+}
+
+
+def _logs(streaming: bool) -> dict[str, Any]:
+    what = "then follow it until the container exits" if streaming else "so far"
+    return {
+        "get": {
+            "summary": f"A service's container output {what} (also of a stopped container)",
+            "operationId": "followServiceLogs" if streaming else "getServiceLogs",
+            "parameters": [_NAME, *_LOG_QUERY],
+            "responses": {"200": {"description": "Output", "content": _TEXT}, **_LOG_ERRORS},
         }
     }
 
@@ -135,6 +174,26 @@ SCHEMAS: dict[str, Any] = {
             "state": {"type": "string"},
         }
     ),
+    "Event": _object(
+        {
+            "id": {"type": "integer"},
+            "at": {"type": "number", "description": "epoch seconds"},
+            "kind": {
+                "type": "string",
+                "enum": [k.value for k in EventKind],
+            },
+            "service": _NULLABLE_STR,
+            "message": {"type": "string"},
+            "data": {"type": "object"},
+        }
+    ),
+    "Events": _object(
+        {
+            "events": {"type": "array", "items": _ref("Event")},
+            "last_id": {"type": "integer", "description": "id of the newest event (0: none)"},
+            "oldest_id": {"type": "integer", "description": "id of the oldest event held"},
+        }
+    ),
     "Health": _object(
         {
             "ok": {"type": "boolean"},
@@ -172,6 +231,44 @@ OPENAPI: dict[str, Any] = {
         "/v1/services/{name}/restart": _command("restart"),
         "/v1/services/{name}/stop": _command("stop"),
         "/v1/services/{name}/start": _command("start"),
+        "/v1/services/{name}/logs": _logs(streaming=False),
+        "/v1/services/{name}/logs/stream": _logs(streaming=True),
+        "/v1/events": {
+            "get": {
+                "summary": "The event history (the last api.events.keep events), oldest first",
+                "operationId": "getEvents",
+                "parameters": [
+                    _query("since", {"type": "integer", "minimum": 0}, "Only events after this id"),
+                    _SERVICE_FILTER,
+                    _query("since_time", {"type": "number"}, "Only events from this epoch second"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 100000},
+                        "At most this many (the newest)",
+                    ),
+                ],
+                "responses": {"200": _json("Events", "Events"), **_ERRORS},
+            }
+        },
+        "/v1/events/stream": {
+            "get": {
+                "summary": "Live events as Server-Sent Events (`id:` is the event id, `data:` an "
+                "Event); the `Last-Event-ID` header (or `last_event_id`) resumes after that id "
+                "while the history holds it, else an `event: gap` names what was missed",
+                "operationId": "streamEvents",
+                "parameters": [
+                    _SERVICE_FILTER,
+                    _query("last_event_id", {"type": "integer", "minimum": 0}, "Resume after"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
         "/v1/reload": {
             "post": {
                 "summary": "Re-read the config and apply the difference",
@@ -204,6 +301,32 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "Prometheus text format 0.0.4",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The status page (HTML, no external assets)",
+                "operationId": "statusPage",
+                "responses": {
+                    "200": {
+                        "description": "The page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/graph.svg": {
+            "get": {
+                "summary": "The dependency graph, as the status page draws it",
+                "operationId": "dependencyGraph",
+                "responses": {
+                    "200": {
+                        "description": "SVG",
+                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                     },
                     **_ERRORS,
                 },

@@ -18,6 +18,7 @@ from supervisor.client import ApiClient, ApiRefused, ClientError, DaemonUnreacha
 from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config
 from supervisor.local_token import generated_token_path
 from supervisor.status_table import reload_report, render
+from supervisor.watch_commands import add_watch_commands
 
 EX_NOT_UP = 1  # status: something is not where it should be; reload: refused
 EX_UNREACHABLE = 3  # no daemon answers (the LSB "program is not running" code)
@@ -136,3 +137,4 @@ def add_commands(add: AddCommand, config_path: Callable[[argparse.Namespace], Pa
         sub(verb, f"{verb} one service", _command).add_argument("service")
     reload = sub("reload", "re-read the config and apply it; non-zero if refused", _reload)
     reload.add_argument("--json", action="store_true", help="the result as JSON")
+    add_watch_commands(sub)

@@ -263,6 +263,10 @@ class ServiceRunner:
             await self._apply(event)
 
     async def _apply(self, event: Event) -> None:
+        if isinstance(event, ContainerExited) and self.machine.container_up:
+            self._observer.container_exited(
+                self.name, event.exit_code, event.oom_killed, event.removed
+            )
         actions = self.machine.handle(event, self._clock())
         for old, new, reason in self.machine.take_transitions():
             self._state_changed(old, new, reason)

@@ -213,8 +213,10 @@ class Stack:
         async for event in self._runtime.events(self.config.project):
             if isinstance(event, StreamLost):
                 self.engine.lost(event.error)
+                self.observers.engine_link(False, event.error)
             elif isinstance(event, StreamReset):
                 self._events_connected.set()
+                self.observers.engine_link(True, "event stream connected")
                 if event.reconnected:
                     log.info("docker event stream reconnected; re-inspecting containers")
                     await self._catch_up()

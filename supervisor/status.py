@@ -54,6 +54,14 @@ class StackObserver:
     def restart_issued(self, service: str, cause: RestartCause) -> None:
         """A restart was decided (the backoff may still be running)."""
 
+    def container_exited(
+        self, service: str, exit_code: int | None, oom_killed: bool, removed: bool
+    ) -> None:
+        """A service's container went down on its own (seen by the engine, not asked for)."""
+
+    def engine_link(self, connected: bool, detail: str) -> None:
+        """The Docker Engine's event stream connected (again) or broke."""
+
     def stack_stopping(self) -> None:
         """The daemon began stopping the whole stack."""
 
@@ -92,6 +100,16 @@ class Observers(StackObserver):
     def restart_issued(self, service: str, cause: RestartCause) -> None:
         for o in self._observers:
             o.restart_issued(service, cause)
+
+    def container_exited(
+        self, service: str, exit_code: int | None, oom_killed: bool, removed: bool
+    ) -> None:
+        for o in self._observers:
+            o.container_exited(service, exit_code, oom_killed, removed)
+
+    def engine_link(self, connected: bool, detail: str) -> None:
+        for o in self._observers:
+            o.engine_link(connected, detail)
 
     def reload_started(self) -> None:
         for o in self._observers:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import re
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,19 @@ from supervisor.api import (
     build_app,
     serve,
 )
+from supervisor.api_logs import add_log_routes, containers_of
 from supervisor.client import ApiClient, ApiRefused
-from supervisor.config import ApiConfig
+from supervisor.config import ApiConfig, parse_config
 from supervisor.daemon import DaemonState, ReloadResult
+from supervisor.docker_api import ContainerNotFound, LogOptions
+from supervisor.events import EventLog
 from supervisor.metrics import SupervisorMetrics
 from supervisor.openapi import OPENAPI
 from supervisor.probes import ProbeResult
 from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus
+from supervisor.status_page import add_status_page
 
 TOKEN = "t0ken-for-tests"
 CANARY = "canary-value-never-shown"
@@ -88,6 +93,7 @@ class FakeSupervisor:
     docker_connected: bool = True
     last_reload: ReloadResult | None = None
     uptime: float = 42.0
+    events: EventLog = field(default_factory=EventLog)
     next_reload: ReloadResult = field(
         default_factory=lambda: ReloadResult(True, 1_700_000_100.0, "applied", changed=("web",))
     )
@@ -95,6 +101,36 @@ class FakeSupervisor:
     async def reload(self) -> ReloadResult:
         self.last_reload = self.next_reload
         return self.next_reload
+
+
+@dataclass
+class FakeLogs:
+    """Container output by container id or name, for the log endpoints."""
+
+    output: dict[str, bytes] = field(default_factory=dict)
+    asked: list[tuple[str, LogOptions]] = field(default_factory=list)
+
+    async def container_logs(self, name_or_id: str, options: LogOptions) -> bytes:
+        self.asked.append((name_or_id, options))
+        if name_or_id not in self.output:
+            raise ContainerNotFound(f"container {name_or_id}: not found")
+        return self.output[name_or_id]
+
+    async def follow_logs(self, name_or_id: str, options: LogOptions) -> AsyncGenerator[bytes]:
+        yield await self.container_logs(name_or_id, options)
+
+
+PAGE_CONFIG = parse_config(
+    "version: 1\nproject: t\nservices:\n  db: {image: x}\n"
+    "  web: {image: x, depends_on: {db: started}}\n"
+)
+
+
+def add_page_and_logs(app: web.Application, sup: FakeSupervisor, logs: FakeLogs) -> None:
+    """What `api_component` adds beside `build_app`: logs and the status page."""
+    statuses = lambda: sup.stack.statuses() if sup.stack else []  # noqa: E731
+    add_log_routes(app, logs, containers_of(lambda: PAGE_CONFIG, statuses))
+    add_status_page(app, lambda: PAGE_CONFIG)
 
 
 def fake_supervisor(*services: ServiceStatus) -> FakeSupervisor:
@@ -112,8 +148,9 @@ def make_metrics(sup: FakeSupervisor) -> SupervisorMetrics:
 MakeClient = Callable[..., Awaitable[test_utils.TestClient[web.Request, web.Application]]]
 
 
-@pytest.fixture
-async def make_client() -> AsyncIterator[MakeClient]:
+@contextlib.asynccontextmanager
+async def client_factory() -> AsyncIterator[MakeClient]:
+    """Test clients of the app as `api_component` builds it, fakes behind it; closed after."""
     clients: list[test_utils.TestClient[web.Request, web.Application]] = []
 
     async def make(
@@ -122,17 +159,27 @@ async def make_client() -> AsyncIterator[MakeClient]:
         token: str | None = TOKEN,
         loopback: bool = True,
         liveness: Liveness | None = None,
+        logs: FakeLogs | None = None,
     ) -> test_utils.TestClient[web.Request, web.Application]:
         policy = AccessPolicy(token, over_unix=False, loopback=loopback)
         app = build_app(sup, make_metrics(sup), policy, liveness)
+        add_page_and_logs(app, sup, logs or FakeLogs())
         client = test_utils.TestClient(test_utils.TestServer(app))
         await client.start_server()
         clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        await client.close()
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    async with client_factory() as make:
+        yield make
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -71,3 +71,22 @@ def test_cli_reads_only_the_api_section(tmp_path: Path) -> None:
     path.write_text(HEAD + "api: {listen: nope}\n")
     with pytest.raises(ConfigError, match="invalid address 'nope'"):
         load_api_config(path)
+
+
+def test_event_history_length(tmp_path: Path) -> None:
+    assert parse_config(HEAD, base_dir=tmp_path).api.events_keep == 1000
+    kept = parse_config(HEAD + "api: {events: {keep: 50}}\n", base_dir=tmp_path).api
+    assert kept.events_keep == 50
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ("{keep: 0}", "api.events.keep: must be between 1 and 100000, got 0"),
+        ("{keep: many}", "api.events.keep: expected an integer, got a string"),
+        ("{size: 5}", "api.events.size: unknown key"),
+    ],
+)
+def test_bad_event_history_length(tmp_path: Path, events: str, message: str) -> None:
+    found = problems(HEAD + f"api: {{events: {events}}}\n", tmp_path)
+    assert len(found) == 1 and message in found[0], found

@@ -72,3 +72,15 @@ def test_network_redefinition_is_reported_as_not_applied_live(tmp_path: Path) ->
     diff = diff_configs(config(tmp_path), new)
     assert set(diff.recreated) == {"db", "app"}  # their network's definition is in their hash
     assert any("network back" in note for note in diff.not_applied)
+
+
+def test_event_history_length_is_applied_live_other_api_settings_are_not() -> None:
+    old = parse_config("version: 1\nproject: p\nservices: {web: {image: x}}\n")
+    longer = parse_config(
+        "version: 1\nproject: p\napi: {events: {keep: 10}}\nservices: {web: {image: x}}\n"
+    )
+    assert diff_configs(old, longer).not_applied == ()
+    moved = parse_config(
+        "version: 1\nproject: p\napi: {listen: '127.0.0.1:9'}\nservices: {web: {image: x}}\n"
+    )
+    assert diff_configs(old, moved).not_applied

@@ -211,6 +211,11 @@ def test_engine_restart_brings_the_stack_back_in_dependency_order(
             r["service"] for r in daemon.records()[seen:] if r.get("event") == "container started"
         ]
         assert "db" in started and "app" in started, started
+        # The outage is in the event history: lost, then back.
+        link = [
+            r["data"]["connected"] for r in daemon.records()[seen:] if r.get("kind") == "docker"
+        ]
+        assert link[:1] == [False] and link[-1:] == [True], link
         # Dependency order with health gating: app only once db was healthy again.
         assert ts(second["db"]["StartedAt"]) + READY_DELAY <= ts(second["app"]["StartedAt"])
         # The completed job is not run again.

@@ -140,6 +140,9 @@ def test_container_fault_is_repaired(
             "rm-force": "code 137",  # the die event comes before the destroy
         }[fault]
         assert expected in reasons[0]
+        # The event history has it too (every event is also a log line with its kind).
+        kinds = {r.get("kind") for r in daemon.records() if r.get("service") == "app"}
+        assert {"oom" if fault == "oom" else "exited", "restart", "state"} <= kinds
         if fault == "rm-force":
             assert containers.identity("app")[0] != before[0]  # recreated
         else:
@@ -171,6 +174,10 @@ def test_unhealthy_service_is_restarted(
         )
         assert "2 consecutive probe failures" in record["reason"]
         assert detail in record["reason"]
+        failed = [
+            r for r in daemon.records() if r.get("kind") == "probe-failed" and r["service"] == "app"
+        ]
+        assert failed and detail in failed[0]["data"]["detail"]
         daemon.wait_for(
             lambda: containers.running_again("app", before), timeout=30, what="app restarted"
         )

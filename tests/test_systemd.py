@@ -17,6 +17,7 @@ from daemon_process import running_daemon, write_config
 
 from supervisor.config import ConfigError, parse_config
 from supervisor.daemon import DaemonState, ReloadResult, Supervisor
+from supervisor.probes import ProbeResult
 from supervisor.service import State
 from supervisor.status import ServiceStatus
 from supervisor.systemd import (
@@ -277,10 +278,10 @@ def test_watchdog_starves_when_a_due_probe_never_reports(tmp_path: Path) -> None
     for s in stack.current:
         supervisor.observers.service_changed(s, State.STARTING)
     # web: interval 10s + timeout 2s -> limit 2 * 12 + 5 = 29s; db keeps reporting.
-    probe = type("R", (), {})()
+    probe = ProbeResult(True, "HTTP 200", 0.01, 0.0, 200)
     for _ in range(6):
         clock.now += 5
-        supervisor.observers.probe_done("db", probe)  # type: ignore[arg-type]
+        supervisor.observers.probe_done("db", probe)
         sd.tick()
     assert sd.progress.stalled() is not None and "web" in sd.progress.stalled()  # type: ignore[operator]
     pings = sent.sent.count("WATCHDOG=1")
@@ -288,7 +289,7 @@ def test_watchdog_starves_when_a_due_probe_never_reports(tmp_path: Path) -> None
     sd.tick()
     assert sent.sent.count("WATCHDOG=1") == pings
     # Progress again: pings resume.
-    supervisor.observers.probe_done("web", probe)  # type: ignore[arg-type]
+    supervisor.observers.probe_done("web", probe)
     sd.tick()
     assert sent.sent.count("WATCHDOG=1") == pings + 1
 
