@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class RealStack:
     db_image: str
     config: dict[str, Any]
     env: dict[str, str] | None = None
-    wrap: Any = None
+    wrap: Callable[[list[str]], list[str]] | None = None
     daemon: DaemonProcess | None = None
     rows: int = 0
     runs: int = 0
@@ -195,7 +195,7 @@ class RealStack:
                 and self.request("GET", "/records")[0] == 200
             )
 
-        wait_until(settled, timeout=timeout, message=f"stack settled; {self.running.tail()}")
+        wait_until(settled, timeout=timeout, message=f"stack settled (log {self.running.log_path})")
 
     def assert_rows_kept(self) -> None:
         """Healthy again, every row written so far still there, and writable."""
