@@ -3,7 +3,8 @@
 One small real stack (ovpn-demo/postgres:15 with a named volume and a password secret, the
 migrate job, frontend over HTTPS) runs under a real daemon for the whole module; the cases run
 one after the other on it, each writing a row and then checking that every row written so far
-is still there and the stack is healthy again. Engine restarts run on a private engine.
+is still there and the stack is healthy again. Engine restarts run on a private engine. The
+last case runs config/demo.yaml itself: every service healthy, HTTPS through nginx.
 """
 
 from __future__ import annotations
