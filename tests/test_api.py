@@ -33,6 +33,7 @@ from supervisor.probes import ProbeResult
 from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus
+from supervisor.updates import UpdateResult
 
 TOKEN = "t0ken-for-tests"
 CANARY = "canary-value-never-shown"
@@ -87,6 +88,7 @@ class FakeSupervisor:
     state: DaemonState = DaemonState.RUNNING
     docker_connected: bool = True
     last_reload: ReloadResult | None = None
+    last_update: UpdateResult | None = None
     uptime: float = 42.0
     next_reload: ReloadResult = field(
         default_factory=lambda: ReloadResult(True, 1_700_000_100.0, "applied", changed=("web",))
