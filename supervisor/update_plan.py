@@ -124,7 +124,8 @@ def plan_update(
             if how.condition is not Condition.COMPLETED:
                 continue
             if services[dep].type is ServiceType.JOB and changed(dep):
-                chosen.setdefault(dep, f"migration before {name}")
+                if not chosen.get(dep, "").startswith("migration"):
+                    chosen[dep] = f"migration before {name}"
             elif images.get(dep, ServiceImages(None, None)).pull_error:
                 # Its job could not be pulled: the app must not run ahead of its migrations.
                 del chosen[name]
