@@ -35,14 +35,14 @@ class FakeExec:
         self, container_id: str, argv: tuple[str, ...], target: Path
     ) -> ExecResult:
         self.calls.append((container_id, argv))
-        target.write_bytes(self.dump)
+        target.write_bytes(self.dump)  # noqa: ASYNC240 - a fake; a few bytes
         return ExecResult(self.exit_code, self.stderr)
 
     async def exec_from_file(
         self, container_id: str, argv: tuple[str, ...], source: Path
     ) -> ExecResult:
         self.calls.append((container_id, argv))
-        self.fed = source.read_bytes()
+        self.fed = source.read_bytes()  # noqa: ASYNC240 - a fake; a few bytes
         return ExecResult(self.exit_code, self.stderr)
 
 
