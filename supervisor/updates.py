@@ -487,12 +487,27 @@ class Updater:
         try:
             container = runner.machine.container_id
             assert container is not None
-            return await restore_backup(
+            output = await restore_backup(
                 self._runtime, self.config.services[name], container, source
             )
         finally:
-            for level in stack.graph.levels():
-                for dependent in level:
-                    if dependent in stopping:
-                        stack.request(dependent, OperatorCommand.START)
-            log.info("restore: dependents started again", service=name)
+            # In dependency order, each gated on its own dependencies like at start-up.
+            for dependent in stopping:
+                stack.request(dependent, OperatorCommand.START)
+            late = [d for d in sorted(stopping) if not await self._started_again(d)]
+            log.info("restore: dependents started again", service=name, not_up=late)
+        if late:
+            output += f"\nnot up again yet: {', '.join(late)}"
+        return output
+
+    async def _started_again(self, name: str) -> bool:
+        """After an operator start: out of STOPPED (the request is queued), then up."""
+        board = self._stack.board
+        try:
+            async with asyncio.timeout(UNPROBED_WAIT):
+                await board.wait_for(
+                    lambda: True if board.state(name) is not State.STOPPED else None
+                )
+        except TimeoutError:
+            return False
+        return await self.reach_target(name, None) is None
