@@ -324,9 +324,8 @@ class Supervisor(StackObserver):
     async def _updates_in_background(self) -> None:
         await self.stack_ready.wait()
         async with self.changing:
-            assert self.stack is not None
-            await self._wait_for_first_start()
-            recovered = await self.updater().recover()
+            # Not after the whole first start: the interrupted service may never settle.
+            recovered = await self.updater().recover(FIRST_START_WAIT)
         if recovered is not None:
             self._record_update(recovered)
         anchor = datetime.now().astimezone()

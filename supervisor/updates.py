@@ -9,6 +9,7 @@ too: a restore stops the database's dependents around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -402,8 +403,11 @@ class Updater:
     def _clear_journal(self) -> None:
         journal_path(self.config).unlink(missing_ok=True)
 
-    async def recover(self) -> UpdateResult | None:
-        """After a restart: finish or roll back the service an interrupted update left."""
+    async def recover(self, first_start: float) -> UpdateResult | None:
+        """After a restart: finish or roll back the service an interrupted update left.
+
+        Its dependencies come up first (within `first_start`); then it has its usual time.
+        """
         path = journal_path(self.config)
         try:
             record = json.loads(path.read_text())
@@ -425,6 +429,12 @@ class Updater:
             self._clear_journal()
             return None
         log.warning("finishing an interrupted update", service=step.service, phase=phase)
+        board = self._stack.board
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(first_start):
+                await board.wait_for(
+                    lambda: True if board.state(step.service) is not State.PENDING else None
+                )
         if step.kind is StepKind.RERUN_JOB:
             outcome = ServiceOutcome(
                 step.service,
@@ -432,6 +442,14 @@ class Updater:
                 step.old_image,
                 step.new_image,
                 "interrupted while the job ran; it cannot be undone",
+            )
+        elif phase == "updating" and await self._runs_image(step.service, step.old_image):
+            outcome = ServiceOutcome(
+                step.service,
+                Outcome.SKIPPED,
+                step.old_image,
+                step.new_image,
+                "interrupted before it was recreated: still on its old image",
             )
         elif phase == "updating" and await self.reach_target(step.service, timeout) is None:
             outcome = ServiceOutcome(
@@ -456,6 +474,10 @@ class Updater:
         return UpdateResult(
             ok, time.time(), f"interrupted update: {outcome.reason}", services=(outcome,)
         )
+
+    async def _runs_image(self, name: str, image: str | None) -> bool:
+        info = await self._runtime.inspect_container(self._stack.runners[name].spec.name)
+        return info is not None and image is not None and info.image_id == image
 
     # -- backups and restores on demand ------------------------------------------------------
 

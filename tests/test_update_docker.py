@@ -10,6 +10,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import docker
 import docker.errors
 import pytest
 from conftest import STAND_IN_IMAGE, remove_project
-from daemon_process import DaemonProcess, run_cli, running_daemon, write_config
+from daemon_process import REPO_ROOT, DaemonProcess, run_cli, running_daemon, write_config
 from helpers import wait_until
 
 pytestmark = pytest.mark.docker
@@ -268,3 +269,50 @@ def test_failed_migration_on_the_new_image_leaves_the_app_alone(
         assert after["app"]["Id"] == before["app"]["Id"]
         assert after["app"]["State"]["StartedAt"] == before["app"]["State"]["StartedAt"]
         assert daemon.states()["app"] == "healthy"
+
+
+def test_daemon_killed_mid_update_rolls_the_service_back_when_it_returns(
+    tmp_path: Path, project_name: str, images: Images, docker_client: docker.DockerClient
+) -> None:
+    path = tmp_path / "supervisor.yaml"
+    journal = tmp_path / "backups" / ".update-journal.json"
+    with up(tmp_path, stack(project_name, tmp_path, images.reference)) as daemon:
+        old = images.id_of(images.reference)
+        new = images.release("ENV STANDIN_READY_DELAY=3600")
+        updating = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "update", "--no-backup", "--config", str(path)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(
+                lambda: (
+                    journal.exists()
+                    and json.loads(journal.read_text())["service"] == "app"
+                    and containers(docker_client, project_name)["app"]["Image"] == new
+                ),
+                timeout=30,
+                message="the update is recreating app",
+            )
+            daemon.proc.kill()  # no chance to finish or roll back
+            daemon.proc.wait(timeout=10)
+        finally:
+            updating.kill()
+            updating.wait(timeout=10)
+    with running_daemon(path, tmp_path / "daemon2.log") as daemon:
+        record = daemon.wait_logged(
+            lambda r: r.get("event") == "update finished", timeout=60, what="recovery"
+        )
+        assert record["ok"] is False
+        assert record["services"] == ["app: rolled-back"]
+        app = containers(docker_client, project_name)["app"]
+        assert app["Image"] == old
+        assert app["Config"]["Labels"][PINNED_LABEL] == old
+        assert not journal.exists()
+        names = [
+            c["Names"]
+            for c in docker_client.api.containers(all=True, filters={"name": f"{project_name}-app"})
+        ]
+        assert names == [[f"/{project_name}-app"]]  # one container for the service
+        daemon.wait_states(UP, timeout=30)
