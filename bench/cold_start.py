@@ -2,7 +2,7 @@
 
 Each round runs, one after the other (never at the same time, so they do not share the CPU):
   * the per-hop Docker cost: `create` + `start` of the stand-in, through the API and the CLI;
-  * ours, fast:     `python -m supervisor run` on config/demo.yaml (1 s readiness delays);
+  * ours, fast:     `python -m supervisor run` on the stand-in demo (tests/fixtures/standin-demo.yaml, 1 s readiness delays);
   * compose, fast:  the same topology in a compose file, healthcheck interval --compose-interval;
   * ours, 30 s:     the same with `defaults.health.interval: 30s`;
   * compose, 30 s:  healthcheck interval 30s (no start_interval in compose 1.29 / engine 20.10),
@@ -38,7 +38,7 @@ import yaml
 from common import free_port, iso_to_epoch, read_log, remove_by_label, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+DEMO_CONFIG = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"  # the stand-in topology
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 IMAGE = "ovpn-stand-in:latest"
 OUR_LABEL = "io.ovpn-supervisor.project"

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/reload_overhead.py [--rounds 5]
 
-One daemon runs the demo stack (config/demo.yaml, renamed project, free ports). Once every
+One daemon runs the stand-in demo stack (tests/fixtures/standin-demo.yaml, renamed project, free ports). Once every
 service is up, each round does, waiting for the whole stack to be up again between steps:
   * recreate:  a new environment variable on `signing`, then `python -m supervisor reload --json`;
   * reference: a bare stop (-t as the service's stop timeout) + rm + create + start of a stand-in
@@ -48,7 +48,7 @@ import yaml
 from common import free_port, iso_to_epoch, read_log, remove_by_label, stop_process, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+DEMO_CONFIG = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"  # the stand-in topology
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 IMAGE = "ovpn-stand-in:latest"
 OUR_LABEL = "io.ovpn-supervisor.project"

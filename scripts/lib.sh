@@ -40,6 +40,16 @@ ensure_busybox_static() {
     busybox_static_path >/dev/null || die "no static busybox after installing busybox-static"
 }
 
+# The mirror apt already uses here (sources.list or deb822 .sources), unless overridden.
+debian_mirror() {
+    local m
+    m=$(grep -hoE '^URIs:[[:space:]]*\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '{print $2}' | grep -v security | head -n1 || true)
+    [ -n "$m" ] || m=$(grep -hoE '^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?\S+' \
+        /etc/apt/sources.list 2>/dev/null | awk '{print $NF}' | grep -v security | head -n1 || true)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
 docker_ok() { timeout 20 docker info >/dev/null 2>&1; }
 
 # PID of a still-running dockerd that ensure-dockerd started, or nothing.

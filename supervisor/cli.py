@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
 from supervisor.compose import load_compose, load_stack
-from supervisor.config import ConfigError, StackConfig
+from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
 
@@ -53,6 +54,20 @@ def start_plan(config: StackConfig) -> list[str]:
     return lines
 
 
+def probe_summary(probe: Probe) -> str:
+    """One probe as `check` prints it: `https :8600/health (certificate not verified)`."""
+    if isinstance(probe, TcpProbe):
+        return f"tcp :{probe.port}"
+    if isinstance(probe, ExecProbe):
+        return "exec " + shlex.join(probe.command)
+    where = probe.url or f"{probe.scheme} :{probe.port}{probe.path}"
+    if probe.scheme != "https":
+        return where
+    if not probe.tls_verify:
+        return f"{where} (certificate not verified)"
+    return f"{where} (trusting {probe.ca_file})" if probe.ca_file else where
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -62,6 +77,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     print("start plan:")
     print("\n".join(start_plan(config)))
+    probed = [(n, s.health.probe) for n, s in config.services.items() if s.health is not None]
+    if probed:
+        print("health probes:")
+        print("\n".join(f"  {name}: {probe_summary(probe)}" for name, probe in probed))
     return 0
 
 

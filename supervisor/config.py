@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import signal
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum, StrEnum
@@ -174,11 +175,21 @@ class PullPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class HttpProbe:
-    """HTTP GET; healthy on 2xx. Either `port` (+ `path`) on the container, or a full `url`."""
+    """HTTP(S) GET; healthy on 2xx. Either `port` (+ `path`) on the container, or a full `url`.
+
+    For https, `tls_verify=False` accepts any certificate (a self-signed one) and `ca_file`
+    trusts that CA bundle instead of the system's; `ca_digest`, the bundle's sha256, makes a
+    changed bundle a changed probe. On the container's address the certificate's name is not
+    checked (certificates do not name container IPs); with a `url` it is.
+    """
 
     port: int | None = None
     path: str = "/health"
     url: str | None = None
+    scheme: Literal["http", "https"] = "http"
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    ca_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1427,26 +1438,82 @@ class _Parser:
             if "port" not in data:
                 return None
             return TcpProbe(self.integer(data["port"], (*path, "port"), 0, 1, 65535))
-        data = self.mapping(value, path)
-        self.keys(data, path, ("port", "path", "url"))
+        return self._http_probe(self.mapping(value, path), path)
+
+    def _http_probe(self, data: dict[str, Any], path: KeyPath) -> HttpProbe | None:
+        self.keys(data, path, ("port", "path", "url", "scheme", "tls_verify", "ca_file"))
         if ("port" in data) == ("url" in data):
             self.problem(path, "needs exactly one of port or url")
             return None
+        tls = self._probe_tls(data, path)
         if "url" in data:
             url = self.string(data["url"], (*path, "url"))
-            if "path" in data:
-                self.problem((*path, "path"), "not allowed with url (put the path in the url)")
+            for key in ("path", "scheme"):
+                if key in data:
+                    self.problem((*path, key), f"not allowed with url (put the {key} in the url)")
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.problem((*path, "url"), f"expected an http:// or https:// URL, got {url!r}")
-            return HttpProbe(url=url)
+                return None
+            scheme: Literal["http", "https"] = "https" if parts.scheme == "https" else "http"
+            self._check_tls_scheme(data, path, scheme)
+            return replace(tls, url=url, scheme=scheme)
         port = self.integer(data["port"], (*path, "port"), 0, 1, 65535)
         probe_path = "/health"
         if "path" in data:
             probe_path = self.string(data["path"], (*path, "path"), probe_path)
             if not probe_path.startswith("/"):
                 self.problem((*path, "path"), f"must start with '/', got {probe_path!r}")
-        return HttpProbe(port=port, path=probe_path)
+        scheme = "http"
+        if data.get("scheme") is not None:
+            if data["scheme"] in ("http", "https"):
+                scheme = data["scheme"]
+            else:
+                self.problem(
+                    (*path, "scheme"), f"invalid value {data['scheme']!r} (one of: http, https)"
+                )
+                return None
+        self._check_tls_scheme(data, path, scheme)
+        return replace(tls, port=port, path=probe_path, scheme=scheme)
+
+    def _probe_tls(self, data: dict[str, Any], path: KeyPath) -> HttpProbe:
+        """An HttpProbe holding only the TLS settings (`tls_verify`, `ca_file` and its digest)."""
+        tls_verify = True
+        if data.get("tls_verify") is not None:
+            tls_verify = self.boolean(data["tls_verify"], (*path, "tls_verify"), True)
+        ca_value = self.optional(data, "ca_file", path, self.string)
+        if not ca_value:
+            return HttpProbe(tls_verify=tls_verify)
+        if not tls_verify:
+            self.problem(
+                (*path, "tls_verify"),
+                "false accepts any certificate: it cannot go with ca_file (drop one of them)",
+            )
+        ca_file = self.resolve(ca_value)
+        return HttpProbe(
+            tls_verify=tls_verify,
+            ca_file=ca_file,
+            ca_digest=self._ca_digest(ca_file, (*path, "ca_file")),
+        )
+
+    def _ca_digest(self, file: Path, path: KeyPath) -> str | None:
+        """The sha256 of a PEM CA bundle; a problem if it cannot be read or holds no certificate."""
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            self.problem(path, f"cannot read CA file {str(file)!r}: {_reason(exc)}")
+            return None
+        if not _holds_pem_certificate(data):
+            self.problem(path, f"{str(file)!r} is not a PEM CA bundle (no certificate in it)")
+            return None
+        return hashlib.sha256(data).hexdigest()
+
+    def _check_tls_scheme(self, data: dict[str, Any], path: KeyPath, scheme: str) -> None:
+        if scheme == "https":
+            return
+        for key in ("tls_verify", "ca_file"):
+            if data.get(key) is not None:
+                self.problem((*path, key), "applies only to https (set scheme: https)")
 
     def _depends_on(self, value: object, path: KeyPath) -> dict[str, Dependency]:
         out: dict[str, Dependency] = {}
@@ -1701,6 +1768,17 @@ class _Parser:
                         )
                         break
                 taken.setdefault(key, []).append((port.host_ip, name))
+
+
+def _holds_pem_certificate(data: bytes) -> bool:
+    """True if `data` is PEM text with at least one certificate that OpenSSL can load."""
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        return False
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        return False
+    return True
 
 
 def _reason(exc: OSError) -> str:

@@ -21,7 +21,7 @@ import structlog
 from supervisor import __version__
 from supervisor.backups import BackupError, resolve_backup
 from supervisor.compose import load_stack
-from supervisor.config import ConfigError, ConfigProblem, StackConfig
+from supervisor.config import ConfigError, ConfigProblem, HttpProbe, StackConfig
 from supervisor.config_diff import diff_configs
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
 from supervisor.file_watch import FileWatcher
@@ -147,10 +147,13 @@ class Supervisor(StackObserver):
         return await self.reload_queue.request_and_wait()
 
     def watched_files(self) -> list[Path]:
-        """The config file and every file it pulls in (env files, secret files)."""
+        """The config file and every file it pulls in (env files, secret files, CA bundles)."""
         files = {self.config_path.absolute()}
         for service in self.config.services.values():
             files.update(service.env_files)
+            probe = service.health.probe if service.health is not None else None
+            if isinstance(probe, HttpProbe) and probe.ca_file is not None:
+                files.add(probe.ca_file)
         files.update(secret.file for secret in self.config.secrets.values())
         return sorted(files)
 

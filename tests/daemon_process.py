@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+# The demo topology on the stand-in image (config/demo.yaml runs the real images).
+DEMO_CONFIG = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"
 
 
 def demo_config(project: str, **service_overrides: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from supervisor.config import (
     parse_config,
     parse_duration,
 )
+from supervisor.config_diff import diff_configs
+from supervisor.daemon import Supervisor
 from supervisor.graph import DependencyGraph
 from supervisor.spec import container_spec, volume_specs
 
@@ -681,7 +683,7 @@ def test_duplicate_mount_target() -> None:
     [
         ("health: {http: {port: 80}}", HttpProbe(port=80, path="/health")),
         ("health: {http: {port: 80, path: /ready}}", HttpProbe(port=80, path="/ready")),
-        ("health: {http: {url: 'https://h/x'}}", HttpProbe(url="https://h/x")),
+        ("health: {http: {url: 'https://h/x'}}", HttpProbe(url="https://h/x", scheme="https")),
         ("health: {tcp: {port: 5432}}", TcpProbe(5432)),
         ("health: {tcp: 5432}", TcpProbe(5432)),
         ("health: {exec: [pg_isready, -U, x]}", ExecProbe(("pg_isready", "-U", "x"))),
@@ -1172,3 +1174,107 @@ def test_volume_name_must_be_a_docker_name() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("version: 1\nproject: p\nvolumes: {data: {name: 'no/slash'}}\nservices: {}\n")
     assert any(p.path == "volumes.data.name" for p in caught.value.problems)
+
+
+# --------------------------------------------------------------------------- https probes
+
+PEM_CA = Path(__file__).parent / "fixtures" / "config" / "probe-ca.pem"
+
+
+def test_https_probe_forms(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(PEM_CA.read_bytes())
+    insecure = service("image: x\nhealth: {http: {port: 8600, scheme: https, tls_verify: false}}")
+    assert insecure.health is not None
+    assert insecure.health.probe == HttpProbe(port=8600, scheme="https", tls_verify=False)
+    trusting = service(
+        "image: x\nhealth: {http: {port: 8600, scheme: https, ca_file: ca.pem}}", base_dir=tmp_path
+    )
+    assert trusting.health is not None
+    probe = trusting.health.probe
+    assert isinstance(probe, HttpProbe)
+    # Relative to the config's folder, like env files and secrets.
+    assert (probe.scheme, probe.tls_verify, probe.ca_file) == ("https", True, tmp_path / "ca.pem")
+    assert probe.ca_digest is not None and len(probe.ca_digest) == 64
+    by_url = service("image: x\nhealth: {http: {url: 'https://h:1/x', tls_verify: false}}")
+    assert by_url.health is not None
+    assert by_url.health.probe == HttpProbe(url="https://h:1/x", scheme="https", tls_verify=False)
+    plain = service("image: x\nhealth: {http: {port: 80, scheme: http}}")
+    assert plain.health is not None and plain.health.probe == HttpProbe(port=80)
+
+
+@pytest.mark.parametrize(
+    ("http", "path", "message"),
+    [
+        ("{port: 1, scheme: ftp}", "scheme", "invalid value 'ftp' (one of: http, https)"),
+        (
+            "{port: 1, scheme: https, ca_file: missing.pem}",
+            "ca_file",
+            "cannot read CA file '{dir}/missing.pem': No such file or directory",
+        ),
+        (
+            "{port: 1, scheme: https, ca_file: not.pem}",
+            "ca_file",
+            "'{dir}/not.pem' is not a PEM CA bundle (no certificate in it)",
+        ),
+        (
+            "{port: 1, scheme: https, ca_file: broken.pem}",
+            "ca_file",
+            "'{dir}/broken.pem' is not a PEM CA bundle (no certificate in it)",
+        ),
+        (
+            "{port: 1, scheme: https, tls_verify: false, ca_file: ca.pem}",
+            "tls_verify",
+            "false accepts any certificate: it cannot go with ca_file (drop one of them)",
+        ),
+        ("{port: 1, ca_file: ca.pem}", "ca_file", "applies only to https (set scheme: https)"),
+        (
+            "{port: 1, scheme: http, tls_verify: false}",
+            "tls_verify",
+            "applies only to https (set scheme: https)",
+        ),
+        (
+            "{url: 'http://h/', ca_file: ca.pem}",
+            "ca_file",
+            "applies only to https (set scheme: https)",
+        ),
+        (
+            "{port: 1, scheme: https, tls_verify: 'no'}",
+            "tls_verify",
+            "expected true or false, got a string",
+        ),
+        (
+            "{url: 'https://h/', scheme: https}",
+            "scheme",
+            "not allowed with url (put the scheme in the url)",
+        ),
+    ],
+)
+def test_https_probe_rejections(tmp_path: Path, http: str, path: str, message: str) -> None:
+    (tmp_path / "ca.pem").write_bytes(PEM_CA.read_bytes())
+    (tmp_path / "not.pem").write_text("just text\n")
+    (tmp_path / "broken.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
+    found = service_problems(f"image: x\nhealth: {{http: {http}}}\n", base_dir=tmp_path)
+    assert found == [(f"services.app.health.http.{path}", 6, message.format(dir=tmp_path))]
+
+
+def test_ca_file_content_is_part_of_the_service_identity(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(PEM_CA.read_bytes())
+    config = tmp_path / "s.yaml"
+    config.write_text(
+        HEAD + "services:\n  app:\n    image: x\n"
+        "    health: {http: {port: 8600, scheme: https, ca_file: ca.pem}}\n"
+    )
+    before = load_config(config)
+    ca.write_bytes(PEM_CA.read_bytes() + PEM_CA.read_bytes())  # a re-issued bundle
+    after = load_config(config)
+    app_before, app_after = before.services["app"], after.services["app"]
+    assert config_hash(before, app_before) != config_hash(after, app_after)
+    # A probe setting: applied in place on reload, the container is kept.
+    assert container_hash(before, app_before) == container_hash(after, app_after)
+    assert diff_configs(before, after).updated == ("app",)
+    # And the daemon watches the bundle, as it watches env and secret files.
+    daemon = Supervisor(config, after, runtime=None)  # type: ignore[arg-type]
+    assert ca in daemon.watched_files()

@@ -10,7 +10,14 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from daemon_process import REPO_ROOT, demo_config, run_cli, running_daemon, write_config
+from daemon_process import (
+    DEMO_CONFIG,
+    REPO_ROOT,
+    demo_config,
+    run_cli,
+    running_daemon,
+    write_config,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -275,7 +282,7 @@ def test_run_refuses_an_invalid_config_with_exit_78(tmp_path: Path) -> None:
 
 
 def test_check_prints_the_start_plan_with_parallel_levels() -> None:
-    proc = run_cli("check", "--config", str(REPO_ROOT / "config" / "demo.yaml"))
+    proc = run_cli("check", "--config", str(DEMO_CONFIG))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "valid" in lines[0]
