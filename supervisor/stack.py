@@ -92,6 +92,7 @@ class Stack:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._events_connected = asyncio.Event()
+        self._stopping = False
         self.observers.add(
             DependencyRestarts(
                 lambda: self.config.services,
@@ -190,6 +191,8 @@ class Stack:
     async def replace_service(self, name: str, image: ImageChoice) -> None:
         """Recreate one service's container on an exact image ID (update, rollback); a job
         runs again. Its dependents are left alone: the caller decides who follows."""
+        if self._stopping:
+            raise StackError(f"service {name}: not recreated, the stack is stopping")
         await self._stop_services({name}, self.graph)
         old = self.runners[name]
         task = self._tasks.pop(name, None)
@@ -291,6 +294,7 @@ class Stack:
     async def _shutdown(self, hurry: asyncio.Event) -> None:
         """Stop each service only after everything that depends on it has stopped."""
         log.info("stopping stack", services=len(self.runners))
+        self._stopping = True
         self.observers.stack_stopping()
         for runner in self.runners.values():
             runner.post(ShutdownBegan())

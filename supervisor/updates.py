@@ -26,7 +26,7 @@ from supervisor.config import Condition, PullPolicy, ServiceType, StackConfig
 from supervisor.docker_api import ContainerInfo, DockerError
 from supervisor.service import CONTAINER_UP, State
 from supervisor.spec import ImageChoice
-from supervisor.stack import OperatorCommand, Stack
+from supervisor.stack import OperatorCommand, Stack, StackError
 from supervisor.update_plan import (
     ServiceImages,
     Step,
@@ -288,7 +288,7 @@ class Updater:
                 reason = await self._roll_back(step, failure, timeout)
                 outcomes.append(
                     ServiceOutcome(
-                        step.service, Outcome.ROLLED_BACK, step.new_image, step.old_image, reason
+                        step.service, Outcome.ROLLED_BACK, step.old_image, step.new_image, reason
                     )
                 )
                 notes.extend(
@@ -310,7 +310,7 @@ class Updater:
             await self._keep_for_rollback(step.service, step.old_image)
         try:
             await stack.replace_service(step.service, ImageChoice(target, pinned=pinned))
-        except DockerError as exc:
+        except (DockerError, StackError) as exc:
             return f"recreating failed: {exc}"
         return await self.reach_target(step.service, timeout)
 
@@ -330,7 +330,7 @@ class Updater:
         log.warning("rolling back", service=name, image=_short(step.old_image), reason=failure)
         try:
             await stack.replace_service(name, ImageChoice(step.old_image, pinned=True))
-        except DockerError as exc:
+        except (DockerError, StackError) as exc:
             return f"{failure}; the rollback failed too: {exc}"
         again = await self.reach_target(name, timeout)
         for dependent in sorted(stack.graph.dependents_of(name)):
@@ -443,6 +443,15 @@ class Updater:
                 step.new_image,
                 "interrupted while the job ran; it cannot be undone",
             )
+        elif step.kind is StepKind.RESTART:
+            late = await self.reach_target(step.service, timeout)
+            outcome = ServiceOutcome(
+                step.service,
+                Outcome.FAILED if late else Outcome.UPDATED,
+                step.old_image,
+                step.new_image,
+                f"interrupted while following: {late or 'it is up'}",
+            )
         elif phase == "updating" and await self._runs_image(step.service, step.old_image):
             outcome = ServiceOutcome(
                 step.service,
@@ -467,7 +476,7 @@ class Updater:
             )
             reason = await self._roll_back(step, failure, timeout)
             outcome = ServiceOutcome(
-                step.service, Outcome.ROLLED_BACK, step.new_image, step.old_image, reason
+                step.service, Outcome.ROLLED_BACK, step.old_image, step.new_image, reason
             )
         self._clear_journal()
         ok = outcome.outcome is Outcome.UPDATED

@@ -36,16 +36,21 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def stand_in_image(docker_client: docker.DockerClient) -> str:
     """Name of the stand-in image, built (or found up to date) once per session."""
+    run_build_script("build-stand-in-image", timeout=300)
+    return STAND_IN_IMAGE
+
+
+def run_build_script(name: str, *, timeout: float) -> None:
+    """Run scripts/<name> (the project's image builds skip what is up to date); fail on error."""
     proc = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-stand-in-image")],
+        [str(REPO_ROOT / "scripts" / name)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-stand-in-image failed:\n{proc.stdout}{proc.stderr}")
-    return STAND_IN_IMAGE
+        pytest.fail(f"scripts/{name} failed:\n{proc.stdout}{proc.stderr}")
 
 
 def remove_project(client: docker.DockerClient, name: str) -> None:

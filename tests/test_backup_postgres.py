@@ -3,12 +3,11 @@ rows written, backup, rows changed, restore, the original rows are back."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import docker
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_build_script
 from daemon_process import run_cli, running_daemon, write_config
 
 pytestmark = pytest.mark.docker
@@ -19,15 +18,7 @@ POSTGRES_IMAGE = "ovpn-demo/postgres:15"
 @pytest.fixture(scope="session")
 def postgres_image(docker_client: docker.DockerClient) -> str:
     """Built from Debian packages once (cached afterwards; the first build takes minutes)."""
-    proc = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "build-demo-images")],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/build-demo-images failed:\n{proc.stdout}{proc.stderr}")
+    run_build_script("build-demo-images", timeout=1500)
     return POSTGRES_IMAGE
 
 
