@@ -122,7 +122,15 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        # Whole or not at all: a failed write leaves no half a config behind.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(output)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            print(f"cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"wrote {output} ({len(result.config['services'])} services)", file=sys.stderr)
     return 0
 

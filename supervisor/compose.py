@@ -30,10 +30,12 @@ from supervisor.config import (
     ConfigError,
     ConfigProblem,
     StackConfig,
+    describe_yaml_error,
     format_path,
     load_config,
     parse_config,
     parse_duration,
+    parse_env_file,
 )
 
 __all__ = [
@@ -88,7 +90,7 @@ _NOOP_MOUNT_FLAGS = {"cached", "delegated", "consistent"}
 
 
 class InterpolationError(ValueError):
-    """A `${VAR:?message}` whose variable is unset, or a malformed `$` expression."""
+    """A `${VAR:?message}` whose variable is unset, or a malformed `${...}` expression."""
 
 
 def interpolate(
@@ -113,12 +115,21 @@ def _expand(
     live: bool,
     nested: bool,
 ) -> tuple[str, int]:
-    """Expand from `pos` to the end, or (nested) to the unmatched `}`; return text and end."""
+    """Expand from `pos` to the end, or (nested) to the unmatched `}`; return text and end.
+
+    As in Compose, a `$` not followed by a name, `{` or `$` is kept as written (`^REGEX$`,
+    `$5`), and inside `${...}` literal braces pair up, so `${X:-{"a":1}}` ends at the last `}`.
+    """
     out: list[str] = []
+    depth = 0  # literal `{` awaiting their `}` inside a nested word
     while pos < len(text):
         char = text[pos]
         if nested and char == "}":
-            return "".join(out), pos
+            if depth == 0:
+                return "".join(out), pos
+            depth -= 1
+        elif nested and char == "{":
+            depth += 1
         if char != "$":
             out.append(char)
             pos += 1
@@ -137,9 +148,8 @@ def _expand(
             out.append(env.get(name, ""))
             pos = match.end()
         else:
-            raise InterpolationError(
-                f"invalid '$' at offset {pos} in {text!r} (write '$$' for a literal '$')"
-            )
+            out.append("$")
+            pos += 1
     if nested:
         raise InterpolationError(f"unclosed '${{' in {text!r}")
     return "".join(out), pos
@@ -156,6 +166,8 @@ def _braced(
     """`${...}` whose name starts at `pos`; returns the value and the index after `}`."""
     match = _NAME_RE.match(text, pos)
     if match is None:
+        if "}" not in text[pos:]:
+            raise InterpolationError(f"unclosed '${{' in {text!r}")
         raise InterpolationError(f"invalid variable name after '${{' in {text!r}")
     name, pos = match.group(), match.end()
     if text.startswith("}", pos):
@@ -383,12 +395,11 @@ def convert_compose(
     except (OSError, UnicodeDecodeError) as exc:
         problem = ConfigProblem("", f"cannot read Compose file: {exc}", str(source))
         raise ConfigError([problem]) from exc
+    except yaml.MarkedYAMLError as exc:
+        line, message = describe_yaml_error(exc, text)
+        raise ConfigError([ConfigProblem("", message, str(source), line)]) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            [ConfigProblem("", f"YAML syntax error: {exc}", str(source), line)]
-        ) from exc
+        raise ConfigError([ConfigProblem("", f"YAML error: {exc}", str(source))]) from exc
     dotenv = env_file if env_file is not None else source.parent / ".env"
     variables: dict[str, str] = {}
     if env_file is not None or dotenv.is_file():
@@ -596,12 +607,13 @@ class _Converter:
         for name, body in self.mapping(value, ("networks",)).items():
             path: KeyPath = ("networks", name)
             data = self.mapping(body, path)
-            self.check_keys(data, path, ("driver", "internal"))
+            self.check_keys(data, path, ("driver", "internal", "name"))
             net: dict[str, Any] = {}
             if "internal" in data:
                 net["internal"] = data["internal"]
-            if "driver" in data:
-                net["driver"] = self.text(data["driver"], (*path, "driver"))
+            for key in ("driver", "name"):
+                if key in data:
+                    net[key] = self.text(data[key], (*path, key))
             out[name] = net
         return out
 
@@ -660,7 +672,7 @@ class _Converter:
     # ---------------------------------------------------------------- services
 
     _SERVICE_KEYS = (
-        "image", "command", "entrypoint", "environment", "env_file", "volumes", "networks",
+        "image", "build", "command", "entrypoint", "environment", "env_file", "volumes", "networks",
         "ports", "expose", "user", "working_dir", "labels", "restart", "depends_on",
         "healthcheck", "stop_signal", "stop_grace_period", "secrets", "pull_policy",
     )  # fmt: skip
@@ -670,8 +682,17 @@ class _Converter:
         self.check_keys(data, path, self._SERVICE_KEYS)
         out: dict[str, Any] = {}
         if "image" in data:
-            out["image"] = self.text(data["image"], (*path, "image"))
-        elif "build" not in data:  # with build, "build" is already the error to fix
+            out["image"] = image = self.text(data["image"], (*path, "image"))
+            if "build" in data:
+                self.note(
+                    "warning",
+                    (*path, "build"),
+                    f"ignored: the image {image} is run as it is (build it beforehand, "
+                    "e.g. with `docker compose build`)",
+                )
+        elif "build" in data:
+            self.error((*path, "build"), f"{_WHY['build']} (no image given)")
+        else:
             self.error((*path, "image"), "missing (the supervisor runs images)")
         if is_job:
             out["type"] = "job"
@@ -697,6 +718,12 @@ class _Converter:
                 value = read(data[key], (*path, key))
                 if value is not None:
                     out[target] = value
+        if out.get("env_file"):
+            pinned = self._env_file_differences(
+                out["env_file"], (*path, "env_file"), out.get("environment", {})
+            )
+            if pinned:
+                out["environment"] = {**pinned, **out.get("environment", {})}
         if data.get("expose") is not None:
             self._expose(data["expose"], (*path, "expose"))
         if data.get("healthcheck") is not None:
@@ -782,6 +809,42 @@ class _Converter:
                 continue
             out.append(file)
         return out
+
+    def _env_file_differences(
+        self, files: list[str], path: KeyPath, explicit: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Variables Compose reads differently from our verbatim env-file reader, with
+        Compose's value: `${VAR:-default}` expanded, inline comments and escapes.
+
+        Written into `environment` (which wins over env files), so the container gets what
+        Compose would give it; `$(cat …)` and other text without a variable stay as written.
+        """
+        compose_values: dict[str, str] = {}
+        verbatim: dict[str, str] = {}
+        for file in files:
+            full = self.out_dir / file
+            try:
+                text = full.read_text(encoding="utf-8")
+                compose_values.update(read_dotenv(full, self.env))
+            except (OSError, UnicodeDecodeError):
+                continue  # validation reports an unreadable env file with its path
+            except InterpolationError as exc:
+                self.error(path, str(exc))
+                continue
+            verbatim.update(parse_env_file(text)[0])
+        pinned = {
+            key: value
+            for key, value in compose_values.items()
+            if verbatim.get(key) != value and key not in explicit
+        }
+        if pinned:
+            self.note(
+                "info",
+                path,
+                f"{', '.join(pinned)} set in environment to the value Compose expands from "
+                "the env file (which is itself read verbatim, like `docker run --env-file`)",
+            )
+        return pinned
 
     def _mounts(self, value: object, path: KeyPath) -> list[Any]:
         out: list[Any] = []
@@ -972,13 +1035,27 @@ class _Converter:
                 return None
         if shell is not None:
             argv = _plain_words(shell)
-        http = _http_fetch(argv) if argv is not None else None
+        http = _http_fetch(argv)
+        python, remark = _python_fetch(argv if shell is None else _python_words(shell))
+        if python is not None:
+            http = python
+            if remark is not None:
+                self.note("info", path, remark)
+        elif remark is not None:
+            self.note(
+                "warning",
+                path,
+                f"a Python HTTP fetch kept as an exec probe ({remark}); the image must have "
+                "Python, or write a native probe: http: {port: PORT, scheme: https, "
+                "tls_verify: false}",
+            )
         if http is not None:
+            tls = ", certificate not verified" if http.get("tls_verify") is False else ""
             self.note(
                 "info",
                 path,
-                f"HTTP fetch of the container's own port: native http probe "
-                f"(port {http['port']}, path {http['path']})",
+                f"HTTP fetch of the container's own port: native {http.get('scheme', 'http')} "
+                f"probe (port {http['port']}, path {http['path']}{tls})",
             )
             return {"http": http}
         if shell is not None:
@@ -1002,26 +1079,33 @@ _CURL_FLAGS = {"-f", "--fail", "-s", "--silent", "-S", "--show-error", "-L", "--
 _CURL_WITH_VALUE = {"-o", "--output", "-m", "--max-time", "--connect-timeout", "--retry"}
 _WGET_FLAGS = {"-q", "--quiet", "--spider", "-O-", "-qO-", "--no-verbose", "-nv"}
 _WGET_WITH_VALUE = {"-O", "--output-document", "-T", "--timeout", "-t", "--tries"}
+# Options that accept any certificate: the probe gets `tls_verify: false`.
+_CURL_INSECURE = {"-k", "--insecure"}
+_WGET_INSECURE = {"--no-check-certificate"}
 
 
 def _http_fetch(argv: list[str] | None) -> dict[str, Any] | None:
-    """`curl -f http://localhost:PORT/path` or `wget -q -O- …` -> {port, path}; else None."""
+    """`curl -f http(s)://localhost:PORT/path` or `wget -q -O- …` -> an http probe; else None."""
     if not argv or Path(argv[0]).name not in ("curl", "wget"):
         return None
     curl = Path(argv[0]).name == "curl"
     flags, with_value = (_CURL_FLAGS, _CURL_WITH_VALUE) if curl else (_WGET_FLAGS, _WGET_WITH_VALUE)
     urls: list[str] = []
     failing = not curl  # wget fails on HTTP errors by itself; curl only with -f
+    insecure = False
     words = iter(argv[1:])
     for word in words:
         name = word.split("=", 1)[0]
         if word.startswith("-") and re.fullmatch(r"-[a-zA-Z]{2,}", word) and curl:
-            letters = set(word[1:])  # combined short flags such as -fsS
-            if not letters <= {"f", "s", "S", "L", "q"}:
+            letters = set(word[1:])  # combined short flags such as -fsSk
+            if not letters <= {"f", "s", "S", "L", "q", "k"}:
                 return None
             failing = failing or "f" in letters
+            insecure = insecure or "k" in letters
         elif word in flags:
             failing = failing or word in ("-f", "--fail")
+        elif word in (_CURL_INSECURE if curl else _WGET_INSECURE):
+            insecure = True
         elif name in with_value:
             if "=" not in word and next(words, None) is None:
                 return None
@@ -1031,12 +1115,65 @@ def _http_fetch(argv: list[str] | None) -> dict[str, Any] | None:
             return None
     if len(urls) != 1 or not failing:
         return None
-    parts = urlsplit(urls[0])
-    if parts.scheme != "http" or parts.hostname not in _LOCAL_HOSTS:
+    return _local_url_probe(urls[0], insecure)
+
+
+def _local_url_probe(url: str, insecure: bool) -> dict[str, Any] | None:
+    """An http probe for a URL on the container itself (localhost), else None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.hostname not in _LOCAL_HOSTS:
         return None
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return {"port": port, "path": path}
+    probe: dict[str, Any] = {"port": port, "path": path}
+    if parts.scheme == "https":
+        probe["scheme"] = "https"
+        if insecure:
+            probe["tls_verify"] = False
+    return probe
+
+
+# `python3 -c "…requests.get('https://localhost:8800/health', verify=False)…"` and the like.
+_PYTHON_FETCH = re.compile(r"\b(?:requests|httpx)\.get\(|\burlopen\(")
+_PYTHON_URL = re.compile(
+    r"""(?P<f>f?)(?P<q>['"])(?P<url>[^'"\s]*://(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])"""
+    r"""(?::\d+)?(?:/[^'"\s]*)?)(?P=q)"""
+)
+_PYTHON_INSECURE = re.compile(r"verify\s*=\s*False|_create_unverified_context|CERT_NONE")
+
+
+def _python_words(shell: str) -> list[str] | None:
+    """`python3 -c "CODE"` as a shell line -> its three words; None for anything else."""
+    if "$" in shell or "`" in shell:
+        return None  # the shell would expand these inside double quotes
+    try:
+        words = shlex.split(shell)
+    except ValueError:
+        return None
+    return words if len(words) == 3 else None
+
+
+def _python_fetch(argv: list[str] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """`python3 -c CODE` fetching one local URL -> (an http probe, a remark or None); a fetch
+    that cannot be one -> (None, why not); anything else -> (None, None)."""
+    if not argv or len(argv) != 3 or not re.fullmatch(r"python[0-9.]*", Path(argv[0]).name):
+        return None, None
+    code = argv[2]
+    if argv[1] != "-c" or not _PYTHON_FETCH.search(code):
+        return None, None
+    urls = list(_PYTHON_URL.finditer(code))
+    if len(urls) != 1:
+        return None, "it fetches no single local URL"
+    url = urls[0].group("url")
+    if urls[0].group("f") and "{" in url:
+        return None, f"its URL {url!r} is computed"
+    probe = _local_url_probe(url, bool(_PYTHON_INSECURE.search(code)))
+    if probe is None:
+        return None, f"its URL {url!r} is not local"
+    if "urlopen(" in code or "raise_for_status" in code:
+        return probe, None
+    # requests/httpx return any answer without raising: the fetch passed on a 503 too.
+    return probe, "the native probe passes on 2xx only, where this fetch passed on any answer"

@@ -61,10 +61,12 @@ __all__ = [
     "VolumeMount",
     "config_hash",
     "container_hash",
+    "describe_yaml_error",
     "load_api_config",
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_env_file",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
@@ -346,10 +348,15 @@ class ServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class NetworkConfig:
-    """A project network."""
+    """A project network; `name` is its Docker name when not `<project>-<key>`.
+
+    `name` gives a network a fixed Docker name that other stacks attach to; an existing
+    network of that name is joined as it is.
+    """
 
     internal: bool = False
     driver: str = "bridge"
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,9 +720,8 @@ class _Parser:
             self._index(root, (), set())
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            self.problem((), f"YAML syntax error: {what}", mark.line + 1 if mark else None)
+            line, message = describe_yaml_error(exc, text)
+            self.problem((), message, line)
             return None
         except yaml.YAMLError as exc:
             self.problem((), f"YAML error: {exc}")
@@ -983,10 +989,13 @@ class _Parser:
         return out
 
     def _network(self, data: dict[str, Any], path: KeyPath) -> NetworkConfig:
-        self.keys(data, path, ("internal", "driver"))
+        self.keys(data, path, ("internal", "driver", "name"))
         internal = self.optional(data, "internal", path, self.boolean)
         driver = self.optional(data, "driver", path, self.string)
-        return NetworkConfig(internal=bool(internal), driver=driver or "bridge")
+        name = self.optional(data, "name", path, self.string)
+        if name is not None and not NAME_RE.match(name):
+            self.problem((*path, "name"), f"invalid Docker network name {name!r}")
+        return NetworkConfig(internal=bool(internal), driver=driver or "bridge", name=name or None)
 
     def _volume(self, data: dict[str, Any], path: KeyPath) -> VolumeConfig:
         self.keys(data, path, ("driver", "name"))
@@ -1361,40 +1370,23 @@ class _Parser:
         return out
 
     def _read_env_file(self, file: Path, path: KeyPath) -> dict[str, str]:
-        """KEY=VALUE lines; '#' comments, blank lines, `export ` and surrounding quotes allowed.
-
-        Values are taken verbatim otherwise (no inline comments, no ${} expansion), like
-        `docker run --env-file`: a password may contain '#' or '$'.
-        """
+        """An env file's variables (see `parse_env_file`); its bad lines are problems."""
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
             self.problem(path, f"cannot read env file {str(file)!r}: {reason}")
             return {}
-        out: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            if stripped.startswith("export "):
-                stripped = stripped[len("export ") :].lstrip()
-            key, sep, value = stripped.partition("=")
-            key = key.strip()
-            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
-                self.problems.append(
-                    ConfigProblem(
-                        format_path(path),
-                        f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
-                        str(file),
-                        number,
-                    )
+        out, bad = parse_env_file(text)
+        for number, line in bad:
+            self.problems.append(
+                ConfigProblem(
+                    format_path(path),
+                    f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
+                    str(file),
+                    number,
                 )
-                continue
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            out[key] = value
+            )
         return out
 
     def _health(self, value: object, path: KeyPath, base: HealthTiming) -> HealthConfig | None:
@@ -1768,6 +1760,47 @@ class _Parser:
                         )
                         break
                 taken.setdefault(key, []).append((port.host_ip, name))
+
+
+def parse_env_file(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """KEY=VALUE lines; '#' comments, blank lines, `export ` and surrounding quotes allowed.
+
+    Values are taken verbatim otherwise (no inline comments, no ${} expansion), like
+    `docker run --env-file`: a password may contain '#' or '$'. Returns the variables and the
+    lines that are not KEY=VALUE (numbered from 1).
+    """
+    out: dict[str, str] = {}
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+            bad.append((number, line))
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out, bad
+
+
+def describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str]:
+    """The line of a YAML syntax error and a message naming its column (and, for `{{ … }}`
+    on that line, the likely cause: an unrendered template)."""
+    mark = exc.problem_mark or exc.context_mark
+    what = ": ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    if mark is None:
+        return None, f"YAML syntax error: {what}"
+    message = f"YAML syntax error at column {mark.column + 1}: {what}"
+    lines = text.splitlines()
+    if mark.line < len(lines) and "{{" in lines[mark.line]:
+        message += " (a template expression {{ … }}: render the template first)"
+    return mark.line + 1, message
 
 
 def _holds_pem_certificate(data: bytes) -> bool:

@@ -103,7 +103,13 @@ def resource_name(project: str, name: str) -> str:
 def volume_name(stack: StackConfig, key: str) -> str:
     """Docker name of the config's volume `key`."""
     volume = stack.volumes.get(key)
-    return volume.name if volume is not None and volume.name else resource_name(stack.project, key)
+    return (volume.name if volume else None) or resource_name(stack.project, key)
+
+
+def network_name(stack: StackConfig, key: str) -> str:
+    """Docker name of the config's network `key`."""
+    network = stack.networks.get(key)
+    return (network.name if network else None) or resource_name(stack.project, key)
 
 
 def project_labels(project: str) -> dict[str, str]:
@@ -159,7 +165,7 @@ def container_spec(
         volume_mounts=tuple(volume_mounts),
         bind_mounts=tuple(bind_mounts),
         ports=ports,
-        networks=tuple(resource_name(project, n) for n in service.networks),
+        networks=tuple(network_name(stack, n) for n in service.networks),
         aliases=(service.name,),
     )
 
@@ -167,7 +173,7 @@ def container_spec(
 def network_specs(stack: StackConfig) -> list[NetworkSpec]:
     return [
         NetworkSpec(
-            resource_name(stack.project, name),
+            network_name(stack, name),
             net.driver,
             net.internal,
             project_labels(stack.project),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -34,6 +35,7 @@ from supervisor.config import (
     ServiceType,
     VolumeMount,
 )
+from supervisor.spec import container_spec, network_specs
 
 # --------------------------------------------------------------------------- helpers
 
@@ -71,44 +73,104 @@ def notes(result: ComposeImport, level: str) -> list[str]:
 # --------------------------------------------------------------------------- interpolation
 
 
+# Compose's own behaviour (compose-go's template package), case by case, with the variables
+# FOO=first, BAR="" (set but empty) and JSON='{"json":2}'; UNSET is not set.
+COMPOSE_VARIABLES = {"FOO": "first", "BAR": "", "JSON": '{"json":2}'}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("${A}", "a"),
-        ("$A/x", "a/x"),
-        ("${UNSET:-dflt}", "dflt"),
-        ("${EMPTY:-dflt}", "dflt"),
-        ("${EMPTY-dflt}", ""),
-        ("${UNSET-dflt}", "dflt"),
-        ("${A:+alt}", "alt"),
-        ("${UNSET:+alt}", ""),
-        ("${EMPTY+alt}", "alt"),
-        ("${UNSET:-${A}-nested}", "a-nested"),
-        ("$$A and $${A}", "$A and ${A}"),
-        ("${A:?never raised}", "a"),
-        ("${A:-${UNSET:?not evaluated}}", "a"),
+        # escapes and text without variables
+        ("$${foo}", "${foo}"),
+        ("$$FOO and $${FOO}", "$FOO and ${FOO}"),
         ("no variables", "no variables"),
+        # a `$` that starts nothing is kept as written
+        ("a $ string", "a $ string"),
+        ("^REGEX$", "^REGEX$"),
+        ("$}", "$}"),
+        ("$", "$"),
+        ("cost: $5", "cost: $5"),
+        ("$(cat /run/secrets/db)", "$(cat /run/secrets/db)"),
+        ("pre-$-post $FOO", "pre-$-post first"),
+        # plain and braced names
+        ("$FOO-bar", "first-bar"),
+        ("This $FOO var", "This first var"),
+        ("This ${FOO} var", "This first var"),
+        ("This ${UNSET} var", "This  var"),
+        ("This ${BAR} var", "This  var"),
+        # defaults: `:-` when unset or empty, `-` when unset
+        ("ok ${UNSET:-def}", "ok def"),
+        ("ok ${UNSET-def}", "ok def"),
+        ("ok ${BAR:-def}", "ok def"),
+        ("ok ${FOO:-def}", "ok first"),
+        ("ok ${BAR-def}", "ok "),
+        ("ok ${BAR:-/non:-alphanumeric}", "ok /non:-alphanumeric"),
+        # alternatives: `:+` when set and non-empty, `+` when set
+        ("ok ${UNSET:+presence}", "ok "),
+        ("ok ${UNSET+presence}", "ok "),
+        ("ok ${FOO:+presence}", "ok presence"),
+        ("ok ${FOO+presence}", "ok presence"),
+        ("ok ${BAR+presence}", "ok presence"),
+        ("ok ${BAR:+presence}", "ok "),
+        # text around the expression does not change it
+        ("-ok ${BAR:-dflt}", "-ok dflt"),
+        ("+ok ${UNSET:-${BAR-dflt}}", "+ok "),
+        (":-ok ${UNSET-dflt}", ":-ok dflt"),
+        (":?ok ${BAR-dflt}", ":?ok "),
+        (":+ok ${BAR:-dflt}", ":+ok dflt"),
+        ("?ok ${BAR:-dflt}", "?ok dflt"),
+        # nested expansion in the word
+        ("ok ${UNSET-$FOO}", "ok first"),
+        ("ok ${UNSET-${FOO}}", "ok first"),
+        ("ok ${UNSET-${FOO} ${FOO}}", "ok first first"),
+        ("ok ${BAR:-${FOO} ${FOO}}", "ok first first"),
+        ("ok ${BAR+$FOO}", "ok first"),
+        ("ok ${BAR+$FOO ${FOO:+second}}", "ok first second"),
+        # required: the value when set; an untaken word is never evaluated
+        ("ok ${FOO:?err}", "ok first"),
+        ("ok ${FOO?err}", "ok first"),
+        ("ok ${BAR?err}", "ok "),
+        ("${FOO:-${UNSET:?not evaluated}}", "first"),
+        # the first operator after the name decides
+        ("${UNSET-myerror?msg}", "myerror?msg"),
+        ("${FOO?bar-baz}", "first"),
+        # braces inside a default pair up
+        ('ok ${UNSET:-{"json":1}}', 'ok {"json":1}'),
+        ('ok ${UNSET-{"json":1}}', 'ok {"json":1}'),
+        ('ok ${JSON:-{"json":1}}', 'ok {"json":2}'),
+        ('ok ${JSON-{"json":1}}', 'ok {"json":2}'),
+        ("${FOO:-a}b}", "firstb}"),
     ],
 )
-def test_interpolation(text: str, expected: str) -> None:
-    assert interpolate(text, {"A": "a", "EMPTY": ""}) == expected
+def test_interpolation_matches_compose(text: str, expected: str) -> None:
+    assert interpolate(text, COMPOSE_VARIABLES) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("${MISSING:?set it in .env}", "required variable MISSING is not set: set it in .env"),
-        ("${EMPTY:?}", "required variable EMPTY is empty"),
-        ("${MISSING?}", "required variable MISSING is not set"),
-        ("${A", "unclosed"),
+        ("${", "unclosed '${'"),
+        ("${FOO", "unclosed '${'"),
+        ("${FOO:-x", "unclosed '${'"),
+        ("${}", "invalid variable name"),
+        ("${ }", "invalid variable name"),
+        ("${ FOO}", "invalid variable name"),
         ("${1A}", "invalid variable name"),
-        ("${A!x}", "invalid expression"),
-        ("cost: $5", "write '$$' for a literal '$'"),
+        ("${FOO }", "invalid expression"),
+        ("${FOO!}", "invalid expression"),
+        ("not ok ${UNSET:?Mandatory}", "required variable UNSET is not set: Mandatory"),
+        ("not ok ${BAR:?Mandatory}", "required variable BAR is empty: Mandatory"),
+        ("not ok ${UNSET:?}", "required variable UNSET is not set"),
+        ("not ok ${UNSET?Mandatory}", "required variable UNSET is not set: Mandatory"),
+        ("not ok ${UNSET?}", "required variable UNSET is not set"),
+        ("${UNSET:?Mandatory ${FOO}}", "required variable UNSET is not set: Mandatory first"),
+        ("${UNSET?bar-baz}", "required variable UNSET is not set: bar-baz"),
     ],
 )
-def test_interpolation_errors(text: str, message: str) -> None:
-    with pytest.raises(InterpolationError, match=message.replace("$", r"\$")):
-        interpolate(text, {"A": "a", "EMPTY": ""})
+def test_interpolation_errors_match_compose(text: str, message: str) -> None:
+    with pytest.raises(InterpolationError, match=re.escape(message)):
+        interpolate(text, COMPOSE_VARIABLES)
 
 
 def test_unset_variable_reads_empty_with_a_warning(tmp_path: Path) -> None:
@@ -209,6 +271,53 @@ def test_env_file_string_list_and_optional(tmp_path: Path) -> None:
     assert one(tmp_path, "image: x\nenv_file: a.env\n")["env_file"] == ["./a.env"]
 
 
+def test_env_files_read_as_compose_reads_them(tmp_path: Path) -> None:
+    # No final newline, quotes, '=' in values, a default, a command substitution, a comment.
+    (tmp_path / "app.env").write_text(
+        "QUOTED='sqlite:////data/x.db'\n"
+        'DQ="two words"\n'
+        "SECRET=Super-+Secret_=Key0123\n"
+        "URL=${IDP_URL:-https://idp.example/.well-known}\n"
+        "DB=postgresql://u:$(cat /run/secrets/pw)@db:5432/x\n"
+        "PRICE=$5\n"
+        "TRAILING=value # a comment\n"
+        "LAST=false"
+    )
+    body = "image: x\nenv_file: [app.env]\nenvironment: {TRAILING: explicit}\n"
+    path = write(tmp_path, "name: p\nservices:\n  app:\n" + textwrap.indent(body, "    "))
+    stack, result = load_compose(path, environ={})
+    assert dict(stack.services["app"].environment) == {
+        "QUOTED": "sqlite:////data/x.db",
+        "DQ": "two words",
+        "SECRET": "Super-+Secret_=Key0123",
+        "URL": "https://idp.example/.well-known",
+        "DB": "postgresql://u:$(cat /run/secrets/pw)@db:5432/x",
+        "PRICE": "$5",
+        "TRAILING": "explicit",
+        "LAST": "false",
+    }
+    # Only what our verbatim env-file reader would read differently is pinned in environment.
+    assert result.config["services"]["app"]["environment"] == {
+        "URL": "https://idp.example/.well-known",
+        "TRAILING": "explicit",
+    }
+    assert notes(result, "info")[0] == (
+        "services.app.env_file: URL set in environment to the value Compose expands from "
+        "the env file (which is itself read verbatim, like `docker run --env-file`)"
+    )
+    # The importing shell's (or .env's) value wins over the default, as in Compose.
+    stack, _ = load_compose(path, environ={"IDP_URL": "https://other/"})
+    assert stack.services["app"].environment["URL"] == "https://other/"
+
+
+def test_env_file_with_a_broken_expression_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "app.env").write_text("A=1\nB=${UNCLOSED\n")
+    found = errors(tmp_path, "name: p\nservices:\n  app: {image: x, env_file: app.env}\n")
+    assert found == [
+        ("services.app.env_file", 3, f"{tmp_path / 'app.env'}:2: unclosed '${{' in '${{UNCLOSED'")
+    ]
+
+
 def test_paths_are_rewritten_relative_to_the_output_folder(tmp_path: Path) -> None:
     compose_dir = tmp_path / "compose"
     compose_dir.mkdir()
@@ -294,6 +403,26 @@ def test_networks_list_and_map_and_top_level(tmp_path: Path) -> None:
     assert stack.services["b"].networks == ("front",)
     assert stack.services["c"].networks == ("default",)
     assert stack.networks["db"].internal
+
+
+def test_network_name_is_kept_as_the_docker_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        name: p
+        services:
+          a: {image: x}
+          b: {image: x, networks: [back]}
+        networks:
+          default: {name: shared-tests}
+          back: {}
+        """,
+    )
+    stack, result = load_compose(path, environ={})
+    assert result.config["networks"] == {"default": {"name": "shared-tests"}, "back": {}}
+    assert container_spec(stack, stack.services["a"]).networks == ("shared-tests",)
+    assert container_spec(stack, stack.services["b"]).networks == ("p-back",)
+    assert sorted(n.name for n in network_specs(stack)) == ["p-back", "shared-tests"]
 
 
 def test_ports_short_and_long_and_expose(tmp_path: Path) -> None:
@@ -393,6 +522,25 @@ def test_depends_on_short_and_long_forms_and_jobs(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("restart", ["", "restart: no", 'restart: "no"', "restart: on-failure"])
+def test_a_service_waited_on_for_completion_is_a_job_with_or_without_restart(
+    tmp_path: Path, restart: str
+) -> None:
+    body = f"""
+    name: p
+    services:
+      init: {{image: x, {restart}}}
+      app:
+        image: x
+        depends_on: {{init: {{condition: service_completed_successfully}}}}
+    """.replace(", }", "}")
+    stack, result = load_compose(write(tmp_path, body), environ={})
+    assert stack.services["init"].type is ServiceType.JOB
+    expected = RestartPolicy.ON_FAILURE if "on-failure" in restart else RestartPolicy.NO
+    assert stack.services["init"].restart.policy is expected
+    assert not notes(result, "warning")
+
+
 def test_a_waited_on_job_with_restart_always_is_an_error(tmp_path: Path) -> None:
     body = """
     name: p
@@ -434,29 +582,86 @@ def test_job_with_on_failure_keeps_it_and_drops_a_healthcheck(tmp_path: Path) ->
 # --------------------------------------------------------------------------- health checks
 
 
+HTTPS_INSECURE = {"scheme": "https", "tls_verify": False}
+PY_CT = (
+    "import os, requests; scheme = 'https'; "
+    "requests.get('https://localhost:8800/health', timeout=5, verify=False)"
+)
+
+
 @pytest.mark.parametrize(
-    ("test", "port", "path"),
+    ("test", "port", "path", "tls"),
     [
-        ('["CMD", "curl", "-f", "http://localhost:8800/health"]', 8800, "/health"),
-        ('["CMD-SHELL", "curl -f http://localhost:8800/health || exit 1"]', 8800, "/health"),
-        ("curl -fsS http://127.0.0.1:8500/health?full=1", 8500, "/health?full=1"),
-        ("curl --fail --silent -o /dev/null --max-time 2 http://localhost/", 80, "/"),
-        ("wget -q -O- http://localhost:8600/health", 8600, "/health"),
-        ("wget -qO- --tries=1 http://localhost:8600/status", 8600, "/status"),
-        ("wget --spider -q http://0.0.0.0:8080/health", 8080, "/health"),
+        ('["CMD", "curl", "-f", "http://localhost:8800/health"]', 8800, "/health", {}),
+        ('["CMD-SHELL", "curl -f http://localhost:8800/health || exit 1"]', 8800, "/health", {}),
+        ("curl -fsS http://127.0.0.1:8500/health?full=1", 8500, "/health?full=1", {}),
+        ("curl --fail --silent -o /dev/null --max-time 2 http://localhost/", 80, "/", {}),
+        ("wget -q -O- http://localhost:8600/health", 8600, "/health", {}),
+        ("wget -qO- --tries=1 http://localhost:8600/status", 8600, "/status", {}),
+        ("wget --spider -q http://0.0.0.0:8080/health", 8080, "/health", {}),
+        # https: verified unless the fetch accepts any certificate
+        (
+            '["CMD", "curl", "-f", "https://localhost:8443/health"]',
+            8443,
+            "/health",
+            {"scheme": "https"},
+        ),
+        ("curl -fk https://localhost:8600/health", 8600, "/health", HTTPS_INSECURE),
+        ("curl -fsSk https://localhost/health", 443, "/health", HTTPS_INSECURE),
+        ("curl --insecure -f https://127.0.0.1:8500/", 8500, "/", HTTPS_INSECURE),
+        ("curl -k -f http://localhost:8500/", 8500, "/", {}),
+        (
+            "wget -q --no-check-certificate -O- https://localhost:8800/ready",
+            8800,
+            "/ready",
+            HTTPS_INSECURE,
+        ),
+        # Python fetches (the certtransparency image's own HEALTHCHECK is one)
+        (f'["CMD", "python3", "-c", "{PY_CT}"]', 8800, "/health", HTTPS_INSECURE),
+        (f'python3 -c "{PY_CT}"', 8800, "/health", HTTPS_INSECURE),
+        (
+            '["CMD", "python3", "-c", "import urllib.request as u; '
+            "u.urlopen('http://localhost:8500/health')\"]",
+            8500,
+            "/health",
+            {},
+        ),
     ],
 )
 def test_http_fetch_of_own_port_becomes_a_native_http_probe(
-    tmp_path: Path, test: str, port: int, path: str
+    tmp_path: Path, test: str, port: int, path: str, tls: dict[str, Any]
 ) -> None:
     compose = write(
         tmp_path,
         f"name: p\nservices:\n  app:\n    image: x\n    healthcheck:\n      test: {test}\n",
     )
-    stack, _ = load_compose(compose, environ={})
+    stack, result = load_compose(compose, environ={})
     health = stack.services["app"].health
     assert health is not None
-    assert health.probe == HttpProbe(port=port, path=path)
+    assert health.probe == HttpProbe(port=port, path=path, **tls)
+    [note] = [n for n in notes(result, "info") if "container's own port" in n]
+    assert f"native {tls.get('scheme', 'http')} probe (port {port}, path {path}" in note
+    assert ("certificate not verified" in note) == ("tls_verify" in tls)
+
+
+def test_python_fetch_of_a_computed_url_stays_exec_with_a_warning(tmp_path: Path) -> None:
+    code = (
+        "import os, requests; scheme = 'https' if os.environ.get('TLS', 'true') else 'http'; "
+        "requests.get(f'{scheme}://localhost:8800/health', timeout=5, verify=False)"
+    )
+    compose = write(
+        tmp_path,
+        "name: p\nservices:\n  app:\n    image: x\n    healthcheck:\n"
+        f'      test: ["CMD", "python3", "-c", "{code}"]\n',
+    )
+    stack, result = load_compose(compose, environ={})
+    health = stack.services["app"].health
+    assert health is not None and health.probe == ExecProbe(("python3", "-c", code))
+    assert notes(result, "warning") == [
+        "services.app.healthcheck.test: a Python HTTP fetch kept as an exec probe (its URL "
+        "'{scheme}://localhost:8800/health' is computed); the image must have Python, or write "
+        "a native probe: http: {port: PORT, scheme: https, tls_verify: false}"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -468,7 +673,7 @@ def test_http_fetch_of_own_port_becomes_a_native_http_probe(
         # curl without -f passes on any status; another host is not the container's own port.
         ('["CMD", "curl", "http://localhost:8800/health"]', None),
         ('["CMD", "curl", "-f", "http://signing:8500/health"]', None),
-        ('["CMD", "curl", "-f", "https://localhost:8443/health"]', None),
+        ('["CMD", "curl", "-f", "--cacert", "/ca.pem", "https://localhost:8443/"]', None),
         ('["CMD", "curl", "-f", "-H", "X: y", "http://localhost:8800/health"]', None),
         ('["CMD-SHELL", "curl -f http://localhost:8800/health && test -f /ok"]', None),
     ],
@@ -577,7 +782,6 @@ def test_pull_policy(tmp_path: Path, compose: str, ours: PullPolicy) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "why"),
     [
-        ("build", ".", "the supervisor runs images"),
         ("container_name", "web", "<project>-<service>"),
         ("cap_add", "[NET_ADMIN]", None),
         ("deploy", "{replicas: 2}", "one container per service"),
@@ -599,13 +803,12 @@ def test_unsupported_service_keys_are_errors_by_name(
 
 def test_lenient_drops_unsupported_keys_with_a_warning(tmp_path: Path) -> None:
     body = (
-        "name: p\nservices:\n  app:\n    image: x\n    build: .\n    cap_add: [NET_ADMIN]\n"
+        "name: p\nservices:\n  app:\n    image: x\n    cap_add: [NET_ADMIN]\n"
         "    read_only: true\nconfigs:\n  c: {file: ./c}\n"
     )
     result = convert(tmp_path, body, lenient=True)
     assert result.config["services"]["app"] == {"image": "x"}
     warnings = notes(result, "warning")
-    assert any(w.startswith("services.app.build: not supported, dropped") for w in warnings)
     assert any(w.startswith("services.app.cap_add:") for w in warnings)
     assert any(w.startswith("services.app.read_only:") for w in warnings)
     assert any(w.startswith("configs:") for w in warnings)
@@ -677,7 +880,27 @@ def test_extension_keys_are_ignored_and_anchors_merge(tmp_path: Path) -> None:
 
 def test_build_without_image_reports_build_only(tmp_path: Path) -> None:
     found = errors(tmp_path, "name: p\nservices:\n  app:\n    build: .\n")
-    assert [p for p, _, _ in found] == ["services.app.build"]
+    assert found == [
+        (
+            "services.app.build",
+            4,
+            "the supervisor runs images: build and push (or `docker build -t`) it, then set "
+            "`image:` (no image given)",
+        )
+    ]
+    # Lenient or not: without an image there is nothing to run.
+    assert errors(tmp_path, "name: p\nservices:\n  app:\n    build: .\n", lenient=True) == found
+
+
+def test_build_next_to_image_is_a_warning_and_the_image_runs(tmp_path: Path) -> None:
+    result = convert(
+        tmp_path, "name: p\nservices:\n  app:\n    image: x:1\n    build: {context: .}\n"
+    )
+    assert result.config["services"]["app"] == {"image": "x:1"}
+    assert notes(result, "warning") == [
+        "services.app.build: ignored: the image x:1 is run as it is (build it beforehand, "
+        "e.g. with `docker compose build`)"
+    ]
 
 
 # --------------------------------------------------------------------------- project, detection
@@ -730,6 +953,31 @@ def test_validation_problems_point_at_compose_lines(tmp_path: Path) -> None:
     assert problem.file == str(path)
     assert problem.line == 6
     assert "unknown service 'ghost'" in problem.message
+
+
+def test_a_file_that_is_not_yaml_fails_with_line_and_column_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    compose = write(
+        tmp_path,
+        """
+        services:
+          db:
+            image: {{ .Values.image.registry }}/postgres:{{ .Values.image.tag }}
+        """,
+    )
+    [(path, line, message)] = errors(tmp_path, compose.read_text())
+    assert (path, line) == ("", 3)
+    assert message.startswith("YAML syntax error at column ")
+    assert message.endswith("(a template expression {{ … }}: render the template first)")
+    out = tmp_path / "supervisor.yaml"
+    proc = run_cli("import-compose", str(compose), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 78
+    assert f"{compose}:3: YAML syntax error at column" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    out.write_text("# an earlier config\n")
+    assert run_cli("import-compose", str(compose), "-o", str(out), cwd=tmp_path).returncode == 78
+    assert out.read_text() == "# an earlier config\n"
 
 
 def test_detection() -> None:

@@ -214,3 +214,53 @@ def test_pull_failure_with_restart_always_fails_once_and_is_not_retried(
         assert len(pulls) == 1
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(timeout=60) == 0
+
+
+def test_named_networks_are_created_or_joined_under_their_name_and_down_keeps_foreign_ones(
+    tmp_path: Path,
+    project_name: str,
+    stand_in_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    # Compose's `networks.X.name`: a fixed Docker name. One the stack creates, one it finds.
+    fixed, foreign = f"{project_name}-fixed", f"{project_name}-foreign"
+    docker_client.networks.create(foreign, driver="bridge")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        yaml.safe_dump(
+            {
+                "name": project_name,
+                "x-ovpn-supervisor": {"api": {"listen": f"127.0.0.1:{free_port()}"}},
+                "networks": {"default": {"name": fixed}, "shared": {"name": foreign}},
+                "services": {
+                    "web": {
+                        "image": stand_in_image,
+                        "pull_policy": "never",
+                        "networks": ["default", "shared"],
+                        "healthcheck": {"test": "wget -q -O- http://localhost:8080/health"},
+                    },
+                },
+            }
+        )
+    )
+    with running_daemon(compose, tmp_path / "daemon.log") as daemon:
+        daemon.wait_states({"web": "healthy"}, timeout=60)
+        attached = docker_client.api.inspect_container(f"{project_name}-web")["NetworkSettings"]
+        assert set(attached["Networks"]) == {fixed, foreign}
+        created = docker_client.networks.get(fixed)
+        assert created.attrs["Labels"]["io.ovpn-supervisor.project"] == project_name
+        assert not (docker_client.networks.get(foreign).attrs["Labels"] or {})
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(timeout=60) == 0
+    down = subprocess.run(
+        [sys.executable, "-m", "supervisor", "down", "--config", str(compose)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert down.returncode == 0, down.stderr
+    names = {n.name for n in docker_client.networks.list(names=[project_name])}
+    assert fixed not in names  # the stack's own network goes with it
+    assert foreign in names  # another stack's network stays

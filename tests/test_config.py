@@ -33,7 +33,7 @@ from supervisor.config import (
 from supervisor.config_diff import diff_configs
 from supervisor.daemon import Supervisor
 from supervisor.graph import DependencyGraph
-from supervisor.spec import container_spec, volume_specs
+from supervisor.spec import container_spec, network_specs, volume_specs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
@@ -304,7 +304,10 @@ def test_invalid_syntax_one_problem_with_parser_line() -> None:
     [(path, line, message)] = fixture_problems("invalid-syntax.yaml")
     assert path == ""
     assert line == 6  # the parser notices the unclosed flow sequence at end of input
-    assert message.startswith("YAML syntax error:")
+    assert message == (
+        "YAML syntax error at column 1: while parsing a flow sequence: "
+        "expected ',' or ']', but got '<stream end>'"
+    )
 
 
 def test_top_level_not_a_mapping() -> None:
@@ -1278,3 +1281,34 @@ def test_ca_file_content_is_part_of_the_service_identity(tmp_path: Path) -> None
     # And the daemon watches the bundle, as it watches env and secret files.
     daemon = Supervisor(config, after, runtime=None)  # type: ignore[arg-type]
     assert ca in daemon.watched_files()
+
+
+# --------------------------------------------------------------------------- network names
+
+
+def test_network_name_sets_the_docker_name_and_is_part_of_the_container_hash() -> None:
+    text = (
+        "version: 1\nproject: p\nnetworks: {default: {name: shared-net}, back: {}}\n"
+        "services:\n  app: {image: x}\n  db: {image: x, networks: [back]}\n"
+    )
+    stack = parse_config(text)
+    assert stack.networks["default"] == NetworkConfig(name="shared-net")
+    assert sorted(n.name for n in network_specs(stack)) == ["p-back", "shared-net"]
+    assert container_spec(stack, stack.services["app"]).networks == ("shared-net",)
+    assert container_spec(stack, stack.services["db"]).networks == ("p-back",)
+    renamed = parse_config(text.replace("shared-net", "other-net"))
+    assert container_hash(stack, stack.services["app"]) != container_hash(
+        renamed, renamed.services["app"]
+    )
+    assert container_hash(stack, stack.services["db"]) == container_hash(
+        renamed, renamed.services["db"]
+    )
+    assert diff_configs(stack, renamed).not_applied == (
+        "network default redefined: an existing Docker network cannot change in place; "
+        "run `ovpn-supervisor down` and start again to apply",
+    )
+
+
+def test_network_name_must_be_a_docker_name() -> None:
+    found = problems("version: 1\nproject: p\nnetworks: {n: {name: 'a b'}}\nservices: {}\n")
+    assert found == [("networks.n.name", 3, "invalid Docker network name 'a b'")]

@@ -232,3 +232,23 @@ def test_check_prints_each_probe_with_its_scheme(
     )
     assert cli.main(["check", "--config", str(bad)]) == 78
     assert "services.app.health.http.ca_file: cannot read CA file" in capsys.readouterr().err
+
+
+async def test_https_probe_to_a_plain_http_port_is_unhealthy(prober: Prober) -> None:
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        assert (await prober.probe(HttpProbe(port=port), TARGET, timeout=5)).ok
+        probe = HttpProbe(port=port, scheme="https", tls_verify=False)
+        result = await prober.probe(probe, TARGET, timeout=5)
+        assert not result.ok
+        assert result.detail.startswith("TLS handshake failed: "), result.detail
+    finally:
+        await runner.cleanup()
