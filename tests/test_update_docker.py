@@ -250,6 +250,13 @@ def test_new_image_that_never_gets_healthy_is_rolled_back_and_stays_pinned(
             timeout=30,
             message="app recreated on its pinned image",
         )
+        # A good release next: the update succeeds and the pin goes.
+        good = images.release("LABEL release=3")
+        code, result = update(path, "--no-backup")
+        assert code == 0, result
+        app = containers(docker_client, project_name)["app"]
+        assert app["Image"] == good
+        assert PINNED_LABEL not in app["Config"]["Labels"]
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(60) == 0
 
@@ -316,3 +323,37 @@ def test_daemon_killed_mid_update_rolls_the_service_back_when_it_returns(
         ]
         assert names == [[f"/{project_name}-app"]]  # one container for the service
         daemon.wait_states(UP, timeout=30)
+
+
+def test_automatic_update_runs_on_its_schedule(
+    tmp_path: Path, project_name: str, images: Images, docker_client: docker.DockerClient
+) -> None:
+    config = stack(project_name, tmp_path, images.reference)
+    config["update"] = {"every": "2s", "pull": False}
+    with up(tmp_path, config) as daemon:
+        old = images.id_of(images.reference)
+        new = images.release("LABEL release=2")
+        # The database's backup command fails (no /tmp/rows yet): the update stops before
+        # anything changes.
+        refused = daemon.wait_logged(
+            lambda r: (
+                r.get("event") == "update finished"
+                and str(r.get("message")).startswith("backup failed, nothing changed")
+            ),
+            timeout=30,
+            what="an automatic update stopped by a failed backup",
+        )
+        assert refused["ok"] is False
+        assert containers(docker_client, project_name)["app"]["Image"] == old
+        db = f"{project_name}-db"
+        docker_client.api.exec_start(
+            docker_client.api.exec_create(db, ["sh", "-c", "echo v1 > /tmp/rows"])
+        )
+        record = daemon.wait_logged(
+            lambda r: r.get("event") == "update finished" and bool(r.get("services")),
+            timeout=30,
+            what="an automatic update",
+        )
+        assert record["ok"] is True
+        assert record["services"] == ["migrate: updated", "app: updated"]
+        assert containers(docker_client, project_name)["app"]["Image"] == new
