@@ -46,6 +46,7 @@ class Skipped:
 
     service: str
     reason: str
+    problem: bool = True  # worth reporting (a failed pull), not just "nothing to do here"
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,13 @@ def plan_update(
         )
 
     skipped: dict[str, str] = {}
+    no_container = "no container yet (it starts on the current image)"
     for name in scope:
         seen = images.get(name)
         if seen is not None and seen.pull_error is not None:
             skipped[name] = f"pull failed: {seen.pull_error}"
         elif seen is None or seen.running is None:
-            skipped.setdefault(name, "no container yet (it starts on the current image)")
+            skipped.setdefault(name, no_container)
         elif seen.resolved is None:
             skipped[name] = f"image {services[name].image} is not present"
 
@@ -165,7 +167,11 @@ def plan_update(
     return UpdatePlan(
         steps=tuple(steps),
         backups=tuple(backups),
-        skipped=tuple(Skipped(n, skipped[n]) for n in order if n in skipped and n not in planned),
+        skipped=tuple(
+            Skipped(n, skipped[n], skipped[n] != no_container)
+            for n in order
+            if n in skipped and n not in planned
+        ),
         unchanged=tuple(n for n in order if n in scope and n not in planned and n not in skipped),
     )
 

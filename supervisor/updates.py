@@ -137,7 +137,7 @@ class Updater:
         skipped = tuple(
             ServiceOutcome(s.service, Outcome.SKIPPED, images[s.service].running, None, s.reason)
             for s in plan.skipped
-            if s.service in pull_errors
+            if s.problem
         )
         notes: tuple[str, ...] = ()
         if request.dry_run:
@@ -258,6 +258,24 @@ class Updater:
     ) -> tuple[list[ServiceOutcome], list[str]]:
         outcomes: list[ServiceOutcome] = []
         notes: list[str] = []
+        try:
+            await self._perform_steps(plan, timeout, outcomes, notes)
+        except asyncio.CancelledError:
+            raise  # the daemon is stopping: the journal lets its next start finish the service
+        except Exception:
+            self._clear_journal()
+            raise
+        self._clear_journal()
+        return outcomes, notes
+
+    async def _perform_steps(
+        self,
+        plan: UpdatePlan,
+        timeout: float | None,
+        outcomes: list[ServiceOutcome],
+        notes: list[str],
+    ) -> None:
+        """Each step in order, until one fails; what happened goes into `outcomes`, `notes`."""
         jobs_ran: list[str] = []
         for step in plan.steps:
             self._write_journal(step, "updating", timeout)
@@ -273,32 +291,25 @@ class Updater:
                 log.info("service updated", service=step.service, image=_short(step.new_image))
                 continue
             log.error("update step failed", service=step.service, reason=failure)
+            outcome, reason = Outcome.FAILED, failure
             if step.kind is StepKind.RERUN_JOB:
-                outcomes.append(
-                    ServiceOutcome(
-                        step.service, Outcome.FAILED, step.old_image, step.new_image, failure
-                    )
-                )
                 notes.append(
                     f"job {step.service} failed on the new image and cannot be undone; what "
                     "waits for it was not recreated (restore a backup if it changed data)"
                 )
-            else:
+            elif step.kind is StepKind.RECREATE:
                 self._write_journal(step, "rolling-back", timeout)
-                reason = await self._roll_back(step, failure, timeout)
-                outcomes.append(
-                    ServiceOutcome(
-                        step.service, Outcome.ROLLED_BACK, step.old_image, step.new_image, reason
-                    )
-                )
+                outcome, reason = Outcome.ROLLED_BACK, await self._roll_back(step, failure, timeout)
                 notes.extend(
                     f"migration {job} ran on the new image and cannot be undone: the rolled-back "
                     f"{step.service} runs its old image against the migrated database"
                     for job in jobs_ran
                 )
-            break
-        self._clear_journal()
-        return outcomes, notes
+            # A follower kept its image: there is nothing to roll back, only to report.
+            outcomes.append(
+                ServiceOutcome(step.service, outcome, step.old_image, step.new_image, reason)
+            )
+            return
 
     async def _apply_step(self, step: Step, timeout: float | None) -> str | None:
         """Recreate the service on its target image; None once it is up, else why not."""
@@ -336,10 +347,15 @@ class Updater:
         for dependent in sorted(stack.graph.dependents_of(name)):
             follows = self.config.services[dependent].depends_on[name].restart
             if follows and stack.board.state(dependent) in CONTAINER_UP:
-                info = await self._runtime.inspect_container(stack.runners[dependent].spec.name)
-                if info is not None and info.image_id:
-                    choice = ImageChoice(info.image_id, pinned=dependent in stack.pins)
-                    await stack.replace_service(dependent, choice)
+                try:
+                    info = await self._runtime.inspect_container(stack.runners[dependent].spec.name)
+                    if info is not None and info.image_id:
+                        choice = ImageChoice(info.image_id, pinned=dependent in stack.pins)
+                        await stack.replace_service(dependent, choice)
+                except (DockerError, StackError) as exc:
+                    log.error(
+                        "dependent did not follow the rollback", service=dependent, error=str(exc)
+                    )
         pinned = f"rolled back to {_short(step.old_image)} (pinned)"
         if again is not None:
             return f"{failure}; {pinned}, but it is not up either: {again}"

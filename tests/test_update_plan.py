@@ -149,6 +149,8 @@ def test_plan(config: StackConfig, case: Case) -> None:
     assert [(s.service, s.kind) for s in plan.steps] == case.steps
     assert plan.backups == case.backups
     assert {s.service: s.reason for s in plan.skipped} == case.skipped
+    for skipped in plan.skipped:  # reported as an outcome, unless there is nothing to update
+        assert skipped.problem is not skipped.reason.startswith("no container yet")
     for step in plan.steps:
         if step.kind is StepKind.RESTART:
             assert step.old_image == step.new_image == OLD  # a follower keeps its image
