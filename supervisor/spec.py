@@ -16,6 +16,8 @@ LABEL_CONFIG_HASH = "io.ovpn-supervisor.config-hash"
 # After a rollback: the image ID the service stays on, and the reference it was pinned for.
 LABEL_PINNED_IMAGE = "io.ovpn-supervisor.pinned-image"
 LABEL_PINNED_REFERENCE = "io.ovpn-supervisor.pinned-reference"
+# The image that failed and was rolled back from: later updates skip it unless asked by name.
+LABEL_REJECTED_IMAGE = "io.ovpn-supervisor.rejected-image"
 
 SECRETS_DIR = "/run/secrets"
 
@@ -74,6 +76,7 @@ class ImageChoice:
 
     image_id: str
     pinned: bool = False
+    rejected: str | None = None  # with a pin: the image ID it was rolled back from
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ def container_spec(
     if image is not None and image.pinned:
         labels[LABEL_PINNED_IMAGE] = image.image_id
         labels[LABEL_PINNED_REFERENCE] = service.image
+        if image.rejected:
+            labels[LABEL_REJECTED_IMAGE] = image.rejected
     volume_mounts: list[Mount] = []
     bind_mounts: list[Mount] = []
     for mount in service.volumes:

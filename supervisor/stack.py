@@ -35,6 +35,7 @@ from supervisor.service import (
 from supervisor.spec import (
     LABEL_PINNED_IMAGE,
     LABEL_PINNED_REFERENCE,
+    LABEL_REJECTED_IMAGE,
     ImageChoice,
     NetworkSpec,
     VolumeSpec,
@@ -86,8 +87,9 @@ class Stack:
         self._clock = clock
         self.engine = EngineGate()
         self.observers = observers or Observers()
-        # service -> (image ID, reference): rolled back there; kept until an update succeeds.
-        self.pins: dict[str, tuple[str, str]] = {}
+        # service -> (pinned image, the reference it was pinned for): rolled back there; kept
+        # until an update succeeds.
+        self.pins: dict[str, tuple[ImageChoice, str]] = {}
         self.runners = {name: self._runner(config, name) for name in config.services}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -107,7 +109,7 @@ class Stack:
     ) -> ServiceRunner:
         pin = self.pins.get(name)
         if image is None and pin is not None and pin[1] == config.services[name].image:
-            image = ImageChoice(pin[0], pinned=True)  # a reload must not bring the bad one back
+            image = pin[0]  # a reload must not bring the bad one back
         return ServiceRunner(
             config,
             config.services[name],
@@ -203,7 +205,7 @@ class Stack:
             # One container per service, always: the old one goes before the new one is made.
             await self._runtime.remove_container(info.id)
         if image.pinned:
-            self.pins[name] = (image.image_id, self.config.services[name].image)
+            self.pins[name] = (image, self.config.services[name].image)
         else:
             self.pins.pop(name, None)
         runner = self.runners[name] = self._runner(self.config, name, image)
@@ -243,7 +245,8 @@ class Stack:
                 pinned = info.labels.get(LABEL_PINNED_IMAGE)
                 if pinned:
                     reference = info.labels.get(LABEL_PINNED_REFERENCE, "")
-                    self.pins[info.service] = (pinned, reference)
+                    rejected = info.labels.get(LABEL_REJECTED_IMAGE)
+                    self.pins[info.service] = (ImageChoice(pinned, True, rejected), reference)
                     self.runners[info.service] = self._runner(self.config, info.service)
                 continue
             log.info("removing container of a service no longer configured", service=info.service)

@@ -27,6 +27,7 @@ class ServiceImages:
     running: str | None  # image ID of its current container; None: no container yet
     resolved: str | None  # image ID its reference resolves to locally; None: not present
     pull_error: str | None = None  # the pull asked for failed (the service is left alone)
+    rejected: str | None = None  # rolled back from this image ID before (pinned since)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,19 @@ def _short(image: str | None) -> str:
     return (image or "none").removeprefix("sha256:")[:12]
 
 
+def _skip(seen: ServiceImages | None, image: str, named: bool) -> tuple[str, bool] | None:
+    """Why a service is left alone (None: it is not), and whether that is worth reporting."""
+    if seen is not None and seen.pull_error is not None:
+        return f"pull failed: {seen.pull_error}", True
+    if seen is None or seen.running is None:
+        return "no container yet (it starts on the current image)", False
+    if seen.resolved is None:
+        return f"image {image} is not present", True
+    if seen.resolved == seen.rejected and not named:
+        return f"{_short(seen.resolved)} was rolled back before; name it to try again", False
+    return None
+
+
 def plan_update(
     config: StackConfig, images: Mapping[str, ServiceImages], requested: Sequence[str] = ()
 ) -> UpdatePlan:
@@ -97,24 +111,17 @@ def plan_update(
 
     def changed(name: str) -> bool:
         seen = images.get(name)
-        return (
-            seen is not None
-            and seen.pull_error is None
-            and seen.running is not None
-            and seen.resolved is not None
-            and seen.running != seen.resolved
-        )
+        why = _skip(seen, services[name].image, name in requested)
+        return why is None and seen is not None and seen.running != seen.resolved
 
     skipped: dict[str, str] = {}
-    no_container = "no container yet (it starts on the current image)"
+    quiet: set[str] = set()  # skipped with nothing wrong: not reported as an outcome
     for name in scope:
-        seen = images.get(name)
-        if seen is not None and seen.pull_error is not None:
-            skipped[name] = f"pull failed: {seen.pull_error}"
-        elif seen is None or seen.running is None:
-            skipped.setdefault(name, no_container)
-        elif seen.resolved is None:
-            skipped[name] = f"image {services[name].image} is not present"
+        why = _skip(images.get(name), services[name].image, name in requested)
+        if why is not None:
+            skipped[name] = why[0]
+            if not why[1]:
+                quiet.add(name)
 
     chosen: dict[str, str] = {}  # service -> why it is in the plan
     for name in scope:
@@ -168,7 +175,7 @@ def plan_update(
         steps=tuple(steps),
         backups=tuple(backups),
         skipped=tuple(
-            Skipped(n, skipped[n], skipped[n] != no_container)
+            Skipped(n, skipped[n], problem=n not in quiet)
             for n in order
             if n in skipped and n not in planned
         ),
@@ -178,8 +185,9 @@ def plan_update(
 
 def describe(plan: UpdatePlan) -> list[str]:
     """The plan as lines for the operator (dry run, logs)."""
+    skips = [f"skip {s.service}: {s.reason}" for s in plan.skipped]
     if plan.empty:
-        return ["nothing to update: every image is current"]
+        return ["nothing to update" + ("" if skips else ": every image is current"), *skips]
     lines = [f"back up {name}" for name in plan.backups]
     for index, step in enumerate(plan.steps, 1):
         images = (
@@ -188,5 +196,4 @@ def describe(plan: UpdatePlan) -> list[str]:
             else f"on {_short(step.old_image)}"
         )
         lines.append(f"{index}. {step.kind.value} {step.service} ({images}): {step.reason}")
-    lines.extend(f"skip {s.service}: {s.reason}" for s in plan.skipped)
-    return lines
+    return [*lines, *skips]

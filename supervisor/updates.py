@@ -25,7 +25,7 @@ from supervisor.backups import Backup, BackupError, ExecRuntime, restore_backup,
 from supervisor.config import Condition, PullPolicy, ServiceType, StackConfig
 from supervisor.docker_api import ContainerInfo, DockerError
 from supervisor.service import CONTAINER_UP, State
-from supervisor.spec import ImageChoice
+from supervisor.spec import LABEL_REJECTED_IMAGE, ImageChoice
 from supervisor.stack import OperatorCommand, Stack, StackError
 from supervisor.update_plan import (
     ServiceImages,
@@ -222,7 +222,8 @@ class Updater:
                 resolved[image] = await self._runtime.image_id(image)
             info = await self._runtime.inspect_container(self._stack.runners[name].spec.name)
             running = info.image_id if info is not None and info.image_id else None
-            out[name] = ServiceImages(running, resolved[image], pull_errors.get(name))
+            rejected = info.labels.get(LABEL_REJECTED_IMAGE) if info is not None else None
+            out[name] = ServiceImages(running, resolved[image], pull_errors.get(name), rejected)
         return out
 
     async def _backup_before(self, plan: UpdatePlan) -> list[Backup]:
@@ -316,11 +317,13 @@ class Updater:
         stack = self._stack
         target = step.new_image
         assert target is not None
-        pinned = step.kind is StepKind.RESTART and step.service in stack.pins
+        choice = ImageChoice(target)
+        if step.kind is StepKind.RESTART and step.service in stack.pins:
+            choice = stack.pins[step.service][0]  # a pinned follower stays pinned
         if step.kind is not StepKind.RESTART and step.old_image:
             await self._keep_for_rollback(step.service, step.old_image)
         try:
-            await stack.replace_service(step.service, ImageChoice(target, pinned=pinned))
+            await stack.replace_service(step.service, choice)
         except (DockerError, StackError) as exc:
             return f"recreating failed: {exc}"
         return await self.reach_target(step.service, timeout)
@@ -340,7 +343,8 @@ class Updater:
         assert step.old_image is not None
         log.warning("rolling back", service=name, image=_short(step.old_image), reason=failure)
         try:
-            await stack.replace_service(name, ImageChoice(step.old_image, pinned=True))
+            choice = ImageChoice(step.old_image, pinned=True, rejected=step.new_image)
+            await stack.replace_service(name, choice)
         except (DockerError, StackError) as exc:
             return f"{failure}; the rollback failed too: {exc}"
         again = await self.reach_target(name, timeout)
@@ -349,9 +353,10 @@ class Updater:
             if follows and stack.board.state(dependent) in CONTAINER_UP:
                 try:
                     info = await self._runtime.inspect_container(stack.runners[dependent].spec.name)
-                    if info is not None and info.image_id:
-                        choice = ImageChoice(info.image_id, pinned=dependent in stack.pins)
-                        await stack.replace_service(dependent, choice)
+                    if dependent in stack.pins:
+                        await stack.replace_service(dependent, stack.pins[dependent][0])
+                    elif info is not None and info.image_id:
+                        await stack.replace_service(dependent, ImageChoice(info.image_id))
                 except (DockerError, StackError) as exc:
                     log.error(
                         "dependent did not follow the rollback", service=dependent, error=str(exc)

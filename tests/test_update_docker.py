@@ -227,7 +227,7 @@ def test_new_image_that_never_gets_healthy_is_rolled_back_and_stays_pinned(
     path = tmp_path / "supervisor.yaml"
     with up(tmp_path, stack(project_name, tmp_path, images.reference)):
         old = images.id_of(images.reference)
-        images.release("ENV STANDIN_READY_DELAY=3600")  # /health stays 503
+        bad = images.release("ENV STANDIN_READY_DELAY=3600")  # /health stays 503
         proc = cli(path, "update", "--no-backup")
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "app: rolled-back" in proc.stdout, proc.stdout
@@ -235,6 +235,7 @@ def test_new_image_that_never_gets_healthy_is_rolled_back_and_stays_pinned(
         app = containers(docker_client, project_name)["app"]
         assert app["Image"] == old
         assert app["Config"]["Labels"][PINNED_LABEL] == old
+        assert app["Config"]["Labels"]["io.ovpn-supervisor.rejected-image"] == bad
         status = json.loads(cli(path, "status", "--json").stdout)
         assert {s["name"]: s["state"] for s in status["services"]}["app"] == "healthy"
         assert status["daemon"]["last_update"]["ok"] is False
@@ -250,6 +251,10 @@ def test_new_image_that_never_gets_healthy_is_rolled_back_and_stays_pinned(
             timeout=30,
             message="app recreated on its pinned image",
         )
+        # The broken release is not tried again unless the service is named.
+        code, again = update(path, "--no-backup")
+        assert code == 0 and again["services"] == [], again
+        assert any("rolled back before" in line for line in again["plan"]), again
         # A good release next: the update succeeds and the pin goes.
         good = images.release("LABEL release=3")
         code, result = update(path, "--no-backup")

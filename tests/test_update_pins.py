@@ -6,10 +6,16 @@ from typing import Any
 
 from supervisor.config import parse_config
 from supervisor.docker_api import ContainerInfo
-from supervisor.spec import LABEL_PINNED_IMAGE, LABEL_PINNED_REFERENCE, ImageChoice
+from supervisor.spec import (
+    LABEL_PINNED_IMAGE,
+    LABEL_PINNED_REFERENCE,
+    LABEL_REJECTED_IMAGE,
+    ImageChoice,
+)
 from supervisor.stack import Stack
 
 OLD = "sha256:" + "a" * 64
+NEW = "sha256:" + "b" * 64
 TEXT = "version: 1\nproject: p\nservices:\n  app: {image: %s}\n  db: {image: db:1}\n"
 
 
@@ -43,19 +49,26 @@ def stack_with(runtime: Any, image: str = "app:latest") -> Stack:
 
 
 async def test_survey_reads_the_pin_and_the_runner_creates_on_the_pinned_image() -> None:
-    pinned = {LABEL_PINNED_IMAGE: OLD, LABEL_PINNED_REFERENCE: "app:latest"}
+    pinned = {
+        LABEL_PINNED_IMAGE: OLD,
+        LABEL_PINNED_REFERENCE: "app:latest",
+        LABEL_REJECTED_IMAGE: NEW,
+    }
     stack = stack_with(FakeRuntime([container("app", pinned), container("db", {})]))
     await stack._survey()
     spec = stack.runners["app"].spec
     assert spec.image == OLD
     assert spec.labels[LABEL_PINNED_IMAGE] == OLD
+    assert spec.labels[LABEL_REJECTED_IMAGE] == NEW  # kept when it is recreated
     assert stack.runners["db"].spec.image == "db:1"
 
 
 async def test_a_reload_keeps_the_pin_unless_the_image_reference_changed() -> None:
     stack = stack_with(FakeRuntime([]))
-    stack.pins["app"] = (OLD, "app:latest")
+    stack.pins["app"] = (ImageChoice(OLD, pinned=True, rejected=NEW), "app:latest")
+    labels = stack._runner(stack.config, "app").spec.labels
     assert stack._runner(stack.config, "app").spec.image == OLD
+    assert labels[LABEL_PINNED_IMAGE] == OLD and labels[LABEL_REJECTED_IMAGE] == NEW
     changed = parse_config(TEXT % "app:2")
     runner = stack._runner(changed, "app")
     assert runner.spec.image == "app:2"

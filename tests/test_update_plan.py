@@ -134,6 +134,26 @@ CASES = [
         special={"other": ServiceImages(None, NEW)},
     ),
     Case(
+        "the image it was rolled back from: left alone, quietly, unless named",
+        {"other"},
+        [],
+        skipped={"other": "bbbbbbbbbbbb was rolled back before; name it to try again"},
+        special={"other": ServiceImages(OLD, NEW, rejected=NEW)},
+    ),
+    Case(
+        "named, the rejected image is tried again",
+        {"other"},
+        [("other", R)],
+        requested=("other",),
+        special={"other": ServiceImages(OLD, NEW, rejected=NEW)},
+    ),
+    Case(
+        "a newer image than the rejected one is an update like any other",
+        {"other"},
+        [("other", R)],
+        special={"other": ServiceImages(OLD, NEW, rejected="sha256:" + "c" * 64)},
+    ),
+    Case(
         "image gone locally: reported, left alone",
         set(),
         [],
@@ -149,8 +169,9 @@ def test_plan(config: StackConfig, case: Case) -> None:
     assert [(s.service, s.kind) for s in plan.steps] == case.steps
     assert plan.backups == case.backups
     assert {s.service: s.reason for s in plan.skipped} == case.skipped
-    for skipped in plan.skipped:  # reported as an outcome, unless there is nothing to update
-        assert skipped.problem is not skipped.reason.startswith("no container yet")
+    for skipped in plan.skipped:  # reported as an outcome, unless nothing is wrong
+        quiet = skipped.reason.startswith("no container yet") or "rolled back" in skipped.reason
+        assert skipped.problem is not quiet
     for step in plan.steps:
         if step.kind is StepKind.RESTART:
             assert step.old_image == step.new_image == OLD  # a follower keeps its image
