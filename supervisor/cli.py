@@ -1,4 +1,4 @@
-"""The `ovpn-supervisor` command: run | check | down | import-compose."""
+"""The `ovpn-supervisor` command: run | check | down | import-compose | export."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from supervisor import __version__
 from supervisor.compose import load_compose, load_stack
 from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
+from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop keys that cannot be honoured, with a warning, instead of failing",
     )
     imp.set_defaults(func=cmd_import_compose)
+    add_export_command(commands, _load, f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})")
     return parser
 
 
