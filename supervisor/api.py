@@ -39,6 +39,7 @@ from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus, summarize
 from supervisor.status_page import add_status_page
+from supervisor.updates import UpdateRequest, UpdateResult
 
 log = structlog.get_logger(__name__)
 
@@ -81,12 +82,16 @@ class SupervisorView(Protocol):
     docker_connected: bool
     last_reload: ReloadResult | None
     events: EventLog
+    last_update: UpdateResult | None
 
     @property
     def stack(self) -> StackView | None: ...
     @property
     def uptime(self) -> float: ...
     async def reload(self) -> ReloadResult: ...
+    async def update(self, request: UpdateRequest) -> UpdateResult: ...
+    async def backup(self, services: tuple[str, ...]) -> tuple[bool, str, list[str]]: ...
+    async def restore(self, service: str, backup: str) -> tuple[bool, str]: ...
 
 
 @dataclass
@@ -303,6 +308,7 @@ async def get_status(request: web.Request) -> web.Response:
         "config_digest": sup.config_digest,
         "docker_connected": sup.docker_connected,
         "last_reload": None if sup.last_reload is None else reload_json(sup.last_reload),
+        "last_update": None if sup.last_update is None else sup.last_update.to_json(),
         "summary": services.summary,
         "all_up": services.all_up,
     }
@@ -402,6 +408,10 @@ def build_app(
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_post("/v1/services/{name}/{action:restart|stop|start}", post_command)
     app.router.add_post("/v1/reload", post_reload)
+    # That module builds on this one's errors and keys, so it is imported here, not at the top.
+    from supervisor.api_updates import add_routes  # noqa: PLC0415
+
+    add_routes(app)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/openapi.json", get_openapi)

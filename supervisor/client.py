@@ -68,6 +68,7 @@ class ApiClient:
         *,
         accept: tuple[int, ...] = (200,),
         timeout: float | None = None,
+        body: Any = None,
     ) -> Any:
         """The JSON answer for a status in `accept`; ApiRefused or DaemonUnreachable otherwise."""
         conn = self._connection(timeout or self.timeout)
@@ -75,7 +76,11 @@ class ApiClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            conn.request(method, path, headers=headers)
+            payload = None
+            if body is not None:
+                payload = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -83,12 +88,12 @@ class ApiClient:
         finally:
             conn.close()
         try:
-            body = json.loads(raw) if raw else None
+            answer = json.loads(raw) if raw else None
         except ValueError:
-            body = None
+            answer = None
         if response.status in accept:
-            return body
-        message = body.get("message") if isinstance(body, dict) else None
+            return answer
+        message = answer.get("message") if isinstance(answer, dict) else None
         raise ApiRefused(response.status, str(message or f"HTTP {response.status}"))
 
     def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:

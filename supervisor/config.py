@@ -33,6 +33,7 @@ from supervisor.graph import DependencyGraph
 
 __all__ = [
     "ApiConfig",
+    "BackupConfig",
     "Condition",
     "ConfigError",
     "ConfigProblem",
@@ -48,12 +49,14 @@ __all__ = [
     "PullPolicy",
     "RestartConfig",
     "RestartPolicy",
+    "RestoreConfig",
     "SecretConfig",
     "ServiceConfig",
     "ServiceType",
     "StackConfig",
     "StopConfig",
     "SystemdConfig",
+    "UpdateSchedule",
     "VolumeConfig",
     "VolumeMount",
     "config_hash",
@@ -280,6 +283,30 @@ class Dependency:
     restart: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class BackupConfig:
+    """`backup:` of a service: `exec` runs inside its container, stdout is the backup."""
+
+    exec: tuple[str, ...]
+    keep: int = 7
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreConfig:
+    """`restore:` of a service: `exec` runs inside its container with a backup on stdin."""
+
+    exec: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSchedule:
+    """`update:` automatic image updates: every `every` seconds, anchored at `at` (HH:MM)."""
+
+    every: float
+    at: tuple[int, int] | None = None  # local hour and minute
+    pull: bool = True
+
+
 def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
 
@@ -311,6 +338,8 @@ class ServiceConfig:
     pull: PullPolicy = PullPolicy.MISSING
     secrets: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=_empty_map)
+    backup: BackupConfig | None = None
+    restore: RestoreConfig | None = None
 
     def __post_init__(self) -> None:
         # Shared across tasks: never let a caller's dict be mutated behind our back.
@@ -408,6 +437,8 @@ class StackConfig:
     secrets: Mapping[str, SecretConfig] = field(default_factory=_empty_map)
     services: Mapping[str, ServiceConfig] = field(default_factory=_empty_map)
     source: Path | None = None
+    update: UpdateSchedule | None = None  # None: no automatic updates
+    backups_dir: Path = Path("backups")  # absolute once loaded: next to the config by default
 
     def __post_init__(self) -> None:
         for name in ("networks", "volumes", "secrets", "services"):
@@ -447,7 +478,7 @@ def _file_digest(path: Path) -> str:
 
 # How the daemon supervises a container, not what the container is: a change here is applied
 # to the running service without recreating its container.
-SUPERVISION_KEYS = ("health", "restart", "depends_on", "pull")
+SUPERVISION_KEYS = ("health", "restart", "depends_on", "pull", "backup", "restore")
 
 
 def container_hash(stack: StackConfig, service: ServiceConfig) -> str:
@@ -607,6 +638,8 @@ _TOP_KEYS = (
     "volumes",
     "secrets",
     "services",
+    "update",
+    "backups",
 )
 _SERVICE_KEYS = (
     "image",
@@ -627,6 +660,8 @@ _SERVICE_KEYS = (
     "pull",
     "secrets",
     "labels",
+    "backup",
+    "restore",
 )
 _TIMING_KEYS = ("interval", "timeout", "retries", "start_period", "start_interval")
 _PROBE_KEYS = ("http", "tcp", "exec")
@@ -920,6 +955,10 @@ class _Parser:
         self._check_references(services, networks, volumes, secrets)
         self._check_dependencies(services)
         self._check_ports(services)
+        update = self._update(data.get("update"), ("update",))
+        backups = self.mapping(data.get("backups"), ("backups",))
+        self.keys(backups, ("backups",), ("dir",))
+        backups_dir = self.optional(backups, "dir", ("backups",), self.string) or "backups"
 
         if any(s.networks and "default" in s.networks for s in services.values()):
             networks.setdefault("default", NetworkConfig())
@@ -936,6 +975,8 @@ class _Parser:
             secrets=secrets,
             services=services,
             source=self.source,
+            update=update,
+            backups_dir=self.resolve(backups_dir),
         )
 
     def _named(
@@ -1205,7 +1246,50 @@ class _Parser:
             pull=pull,
             secrets=self._names(data.get("secrets"), (*path, "secrets"), "secret"),
             labels=self._labels(data.get("labels"), (*path, "labels")),
+            backup=self._backup(data.get("backup"), (*path, "backup")),
+            restore=self._restore(data.get("restore"), (*path, "restore")),
         )
+
+    def _exec_argv(self, data: dict[str, Any], path: KeyPath) -> tuple[str, ...]:
+        argv = self._argv(data, "exec", path) if "exec" in data else None
+        if argv is not None and not argv:
+            self.problem((*path, "exec"), "empty command")
+        return argv or ()
+
+    def _backup(self, value: object, path: KeyPath) -> BackupConfig | None:
+        if value is None:
+            return None
+        data = self.mapping(value, path)
+        self.keys(data, path, ("exec", "keep"), required=("exec",))
+        keep = 7 if "keep" not in data else self.integer(data["keep"], (*path, "keep"), 7, 1)
+        return BackupConfig(exec=self._exec_argv(data, path), keep=keep)
+
+    def _restore(self, value: object, path: KeyPath) -> RestoreConfig | None:
+        if value is None:
+            return None
+        data = self.mapping(value, path)
+        self.keys(data, path, ("exec",), required=("exec",))
+        return RestoreConfig(exec=self._exec_argv(data, path))
+
+    def _update(self, value: object, path: KeyPath) -> UpdateSchedule | None:
+        """`update: {every: 24h, at: "04:00", pull: true}`; absent means no automatic updates."""
+        if value is None:
+            return None
+        data = self.mapping(value, path)
+        self.keys(data, path, ("every", "at", "pull"), required=("every",))
+        every = self.duration(data["every"], (*path, "every"), 86400.0) if "every" in data else 0
+        at = None
+        if data.get("at") is not None:
+            text = self.scalar_text(data["at"], (*path, "at")) or ""
+            match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text)
+            if match is None:
+                self.problem(
+                    (*path, "at"), f'invalid time of day {text!r} (use HH:MM, e.g. "04:00")'
+                )
+            else:
+                at = (int(match[1]), int(match[2]))
+        pull = self.optional(data, "pull", path, self.boolean)
+        return UpdateSchedule(every=every, at=at, pull=True if pull is None else pull)
 
     def _argv(self, data: dict[str, Any], key: str, path: KeyPath) -> tuple[str, ...] | None:
         value = data.get(key)

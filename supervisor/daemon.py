@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import structlog
 
 from supervisor import __version__
+from supervisor.backups import BackupError, resolve_backup
 from supervisor.compose import load_stack
 from supervisor.config import ConfigError, ConfigProblem, HttpProbe, StackConfig
 from supervisor.config_diff import diff_configs
@@ -28,6 +31,8 @@ from supervisor.reload_queue import ReloadQueue
 from supervisor.service import State
 from supervisor.stack import Stack, StackError
 from supervisor.status import Observers, ServiceStatus, StackObserver
+from supervisor.update_schedule import next_update
+from supervisor.updates import Updater, UpdateRequest, UpdateResult
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +41,9 @@ EXIT_FAILURE = 1
 GIL_SWITCH_INTERVAL = 0.0005
 # How long a reload waits for a stack that is still coming up before applying anyway.
 FIRST_START_WAIT = 300.0
+# The automatic-update timer re-reads the schedule and the wall clock at least this often
+# (a reload may change the schedule; the clock may jump).
+SCHEDULE_RECHECK = 60.0
 
 
 class DaemonState(StrEnum):
@@ -106,6 +114,10 @@ class Supervisor(StackObserver):
         self.observers.add(EventRecorder(self.events))
         self.reload_queue: ReloadQueue[ReloadResult] = ReloadQueue(self._reload)
         self._watcher: FileWatcher | None = None
+        # Updates and reloads both recreate containers: one at a time, the other waits.
+        self.changing = asyncio.Lock()
+        self.last_update: UpdateResult | None = None
+        self.stack_ready = asyncio.Event()
 
     def service_changed(self, status: ServiceStatus, old: State) -> None:
         self.status_generation += 1
@@ -155,13 +167,16 @@ class Supervisor(StackObserver):
     async def _reload(self) -> ReloadResult:
         """Validate the whole new config first; apply only the difference; never trade a good
         config for a bad one."""
-        self.observers.reload_started()
-        previous, self.state = self.state, DaemonState.RELOADING
-        log.info("reload started", config=str(self.config_path))
-        try:
-            result = await self._validate_and_apply()
-        finally:
-            self.state = previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
+        async with self.changing:
+            self.observers.reload_started()
+            previous, self.state = self.state, DaemonState.RELOADING
+            log.info("reload started", config=str(self.config_path))
+            try:
+                result = await self._validate_and_apply()
+            finally:
+                self.state = (
+                    previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
+                )
         self.last_reload = result
         self.events.resize(self.config.api.events_keep)
         self._publish_reload(result)
@@ -267,6 +282,96 @@ class Supervisor(StackObserver):
                 self._watcher = None
                 server.cancel()
 
+    def updater(self) -> Updater:
+        """The updater for the running stack; LookupError while there is none."""
+        if self.stack is None:
+            raise LookupError("not supervising a stack yet")
+        return Updater(self.stack, self.runtime)
+
+    async def update(self, request: UpdateRequest) -> UpdateResult:
+        """Update images (waits for a reload under way); UnknownServices for a bad name."""
+        updater = self.updater()
+        async with self.changing:
+            assert self.stack is not None
+            await self._wait_for_first_start()
+            log.info("update started", services=request.services, pull=request.pull)
+            result = await updater.update(request)
+        if not request.dry_run:
+            self._record_update(result)
+        return result
+
+    async def backup(self, services: tuple[str, ...]) -> tuple[bool, str, list[str]]:
+        """Back up the named services (all with `backup` when none): ok, message, files."""
+        updater = self.updater()
+        async with self.changing:
+            try:
+                taken = await updater.backup(services)
+            except BackupError as exc:
+                log.error("backup failed", error=str(exc))
+                return False, str(exc), []
+        files = [str(b.path) for b in taken]
+        return True, f"{len(files)} backup(s) taken", files
+
+    async def restore(self, service: str, backup: str) -> tuple[bool, str]:
+        """Restore a backup into a service, its dependents stopped meanwhile: ok, message."""
+        updater = self.updater()
+        source = resolve_backup(self.config.backups_dir, service, backup)
+        async with self.changing:
+            try:
+                output = await updater.restore(service, source)
+            except BackupError as exc:
+                log.error("restore failed", service=service, error=str(exc))
+                return False, str(exc)
+        return True, f"restored {service} from {source}" + (f"\n{output}" if output else "")
+
+    def _record_update(self, result: UpdateResult) -> None:
+        self.last_update = result
+        outcomes = {s.service: s.outcome.value for s in result.services}
+        self.observers.update_done(result.ok, outcomes, result.at)
+        level = "info" if result.ok else "error"
+        getattr(log, level)(
+            "update finished",
+            ok=result.ok,
+            message=result.message,
+            services=[f"{s.service}: {s.outcome.value}" for s in result.services],
+            notes=list(result.notes),
+        )
+
+    @asynccontextmanager
+    async def updating(self) -> AsyncIterator[None]:
+        """For the daemon's lifetime: finish an interrupted update, then the update schedule."""
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(self._updates_in_background(), name="updates")
+            try:
+                yield
+            finally:
+                task.cancel()
+
+    async def _updates_in_background(self) -> None:
+        await self.stack_ready.wait()
+        async with self.changing:
+            # Not after the whole first start: the interrupted service may never settle.
+            recovered = await self.updater().recover(FIRST_START_WAIT)
+        if recovered is not None:
+            self._record_update(recovered)
+        anchor = datetime.now().astimezone()
+        while True:
+            schedule = self.config.update
+            if schedule is None:
+                await asyncio.sleep(SCHEDULE_RECHECK)
+                continue
+            now = datetime.now().astimezone()
+            due = next_update(schedule, now, anchor)
+            wait = (due - now).total_seconds()
+            if wait > SCHEDULE_RECHECK:
+                await asyncio.sleep(SCHEDULE_RECHECK)
+                continue
+            await asyncio.sleep(wait)
+            anchor = due  # the next slot is `every` after this one
+            log.info("automatic update due", pull=schedule.pull)
+            with contextlib.suppress(LookupError):
+                await self.update(UpdateRequest(pull=schedule.pull))
+
 
 # Something that runs beside the stack for the daemon's lifetime (the API server, the systemd
 # notifier): given the supervisor, an async context manager entered before the stack starts.
@@ -322,6 +427,7 @@ async def run_daemon(
     try:
         async with AsyncExitStack() as running:
             await running.enter_async_context(supervisor.reloading())
+            await running.enter_async_context(supervisor.updating())
             for component in components:
                 await running.enter_async_context(component(supervisor))
             if not await wait_for_docker(supervisor.runtime, intent.stop):
@@ -332,6 +438,7 @@ async def run_daemon(
                     config, supervisor.runtime, prober, observers=supervisor.observers
                 )
                 supervisor.state = DaemonState.STARTING
+                supervisor.stack_ready.set()
                 await supervisor.stack.run(intent.stop, intent.hurry)
     except StackError as exc:
         log.error("stack could not start", error=str(exc))

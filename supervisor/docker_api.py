@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 import structlog
+from docker.utils.socket import frames_iter
 
 from supervisor.spec import (
     LABEL_CONFIG_HASH,
@@ -36,6 +39,8 @@ T = TypeVar("T")
 
 # Engine API answers are small; a generous timeout only bounds a wedged engine.
 _API_TIMEOUT = 60.0
+_STDERR_TAIL = 4096  # how much of a backup or restore command's messages is kept
+_CHUNK = 64 * 1024
 
 
 class DockerError(Exception):
@@ -89,6 +94,8 @@ class ContainerInfo:
     started_at: str
     finished_at: str
     addresses: Mapping[str, str] = field(default_factory=dict)
+    image_id: str = ""  # the image ID the container was created from
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str | None:
@@ -146,6 +153,8 @@ def _to_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         started_at=str(state.get("StartedAt", "")),
         finished_at=str(state.get("FinishedAt", "")),
         addresses={name: str(net.get("IPAddress") or "") for name, net in networks.items()},
+        image_id=str(attrs.get("Image") or ""),
+        labels={str(k): str(v) for k, v in labels.items()},
     )
 
 
@@ -233,6 +242,25 @@ class DockerRuntime:
 
         log.info("pulling image", image=image)
         await self._call(f"pull image {image}", pull)
+
+    async def image_id(self, image: str) -> str | None:
+        """The ID a reference (or ID) resolves to locally; None when no such image is here."""
+
+        def inspect() -> str | None:
+            try:
+                attrs = self._api.inspect_image(image)  # type: ignore[no-untyped-call]
+            except docker.errors.ImageNotFound:
+                return None
+            return str(attrs["Id"])
+
+        return await self._call(f"image {image}", inspect)
+
+    async def tag_image(self, image: str, repository: str, tag: str) -> None:
+        """Give an image (by ID) another name, e.g. so that pruning leaves a rollback target."""
+        await self._call(
+            f"tag image {image[:19]} as {repository}:{tag}",
+            lambda: self._api.tag(image, repository, tag, force=True),
+        )
 
     # -- networks and volumes -------------------------------------------------------------
 
@@ -470,6 +498,71 @@ class DockerRuntime:
                 yield item
         finally:
             _stop_pump(stopping, holder)
+
+    async def exec_to_file(
+        self, container_id: str, argv: tuple[str, ...], target: Path
+    ) -> ExecResult:
+        """Run a command inside a container, streaming its stdout into `target` (a backup).
+
+        The result's `output` is the tail of its stderr, for the error message.
+        """
+
+        def run() -> ExecResult:
+            api = self._api
+            exec_id = str(api.exec_create(container_id, list(argv), stdout=True, stderr=True)["Id"])
+            errors = bytearray()
+            with target.open("wb") as out:
+                for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
+                    if stdout:
+                        out.write(stdout)
+                    if stderr:
+                        errors.extend(stderr)
+                        del errors[:-_STDERR_TAIL]
+            exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            return ExecResult(exit_code if exit_code is not None else -1, bytes(errors))
+
+        return await self._call(f"exec {argv[0]} in {container_id[:12]}", run)
+
+    async def exec_from_file(
+        self, container_id: str, argv: tuple[str, ...], source: Path
+    ) -> ExecResult:
+        """Run a command inside a container with `source` on its stdin (a restore).
+
+        The result's `output` is the command's output (stdout and stderr), its tail only.
+        """
+
+        def run() -> ExecResult:
+            api = self._api
+            exec_id = str(
+                api.exec_create(container_id, list(argv), stdin=True, stdout=True, stderr=True)[
+                    "Id"
+                ]
+            )
+            stream = api.exec_start(exec_id, socket=True)
+            raw: socket.socket = getattr(stream, "_sock", stream)  # type: ignore[arg-type]
+            output = bytearray()
+
+            def drain() -> None:
+                # Read while feeding: a command that answers every statement would otherwise
+                # fill the socket and stall on its output while we stall on its input.
+                for _kind, payload in frames_iter(stream, tty=False):  # type: ignore[no-untyped-call]
+                    output.extend(payload)
+                    del output[:-_STDERR_TAIL]
+
+            reader = threading.Thread(target=drain, name="exec-output", daemon=True)
+            reader.start()
+            try:
+                with source.open("rb") as feed:
+                    while chunk := feed.read(_CHUNK):
+                        raw.sendall(chunk)
+                raw.shutdown(socket.SHUT_WR)  # end of stdin for the command
+                reader.join(_API_TIMEOUT * 10)
+            finally:
+                stream.close()
+            exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            return ExecResult(exit_code if exit_code is not None else -1, bytes(output))
+
+        return await self._call(f"exec {argv[0]} in {container_id[:12]}", run)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -119,6 +119,23 @@ class SupervisorMetrics(StackObserver):
             "Wall-clock time of the last successful config reload (0: none yet).",
             registry=r,
         )
+        self.updates = Counter(
+            f"{PREFIX}_image_updates",
+            "Image updates, by result (updated: every planned service came up).",
+            ["result"],
+            registry=r,
+        )
+        self.update_services = Counter(
+            f"{PREFIX}_image_update_services",
+            "Services touched by image updates, by outcome (updated, rolled-back, failed, …).",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.last_update = Gauge(
+            f"{PREFIX}_image_last_successful_update_timestamp_seconds",
+            "Wall-clock time of the last image update that updated everything (0: none yet).",
+            registry=r,
+        )
         connected = Gauge(
             f"{PREFIX}_docker_connected", "1 while the Docker Engine is reachable.", registry=r
         )
@@ -154,6 +171,8 @@ class SupervisorMetrics(StackObserver):
             for family in (self.probe_failures, self.probe_duration, self.start_duration):
                 family.remove(name)
         self._series_for = wanted
+        for result in ("updated", "not-updated"):
+            self.updates.labels(result)
 
     def snapshot(self) -> Sequence[ServiceStatus]:
         """The services' states now (call on the event loop)."""
@@ -189,3 +208,10 @@ class SupervisorMetrics(StackObserver):
         if ok:
             self.last_reload.set(at)
             self.track_services()
+
+    def update_done(self, ok: bool, outcomes: dict[str, str], at: float) -> None:
+        self.updates.labels("updated" if ok else "not-updated").inc()
+        for service, outcome in outcomes.items():
+            self.update_services.labels(service, outcome).inc()
+        if ok:
+            self.last_update.set(at)

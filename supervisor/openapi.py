@@ -103,6 +103,27 @@ def _logs(streaming: bool) -> dict[str, Any]:
     }
 
 
+def _blocking(summary: str, name: str, request: str, result: str, done: str) -> dict[str, Any]:
+    """A POST that blocks until done: 200 when it all went well, 422 (same body) when not."""
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": name,
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _ref(request)}},
+            },
+            "responses": {
+                "200": _json(result, done),
+                "409": _json("Error", "The daemon is not supervising a stack right now"),
+                "422": _json(result, "Not (all) done; the body says what and why"),
+                **_ERRORS,
+            },
+        }
+    }
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": {"type": "string"}, "message": {"type": "string"}}),
     "Probe": _object(
@@ -149,6 +170,61 @@ SCHEMAS: dict[str, Any] = {
             "notes": {"type": "array", "items": {"type": "string"}},
         }
     ),
+    "ServiceOutcome": _object(
+        {
+            "service": {"type": "string"},
+            "outcome": {
+                "type": "string",
+                "enum": ["updated", "rolled-back", "failed", "skipped"],
+            },
+            "old_image": _NULLABLE_STR,
+            "new_image": _NULLABLE_STR,
+            "reason": {"type": "string"},
+        }
+    ),
+    "UpdateResult": _object(
+        {
+            "ok": {"type": "boolean", "description": "every planned service was updated"},
+            "at": {"type": "number"},
+            "message": {"type": "string"},
+            "dry_run": {"type": "boolean"},
+            "plan": {"type": "array", "items": {"type": "string"}},
+            "services": {"type": "array", "items": _ref("ServiceOutcome")},
+            "backups": {"type": "array", "items": {"type": "string"}},
+            "notes": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
+    "UpdateRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "services": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "pull": {"type": "boolean"},
+            "dry_run": {"type": "boolean"},
+            "timeout": {
+                "type": "number",
+                "nullable": True,
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "maximum": 86400,
+            },
+            "backup": {"type": "boolean"},
+        },
+    },
+    "BackupRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"services": {"type": "array", "items": {"type": "string"}}},
+    },
+    "BackupResult": _object(
+        {
+            "ok": {"type": "boolean"},
+            "message": {"type": "string"},
+            "files": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
+    "RestoreRequest": _object({"service": {"type": "string"}, "backup": {"type": "string"}}),
+    "RestoreResult": _object({"ok": {"type": "boolean"}, "message": {"type": "string"}}),
     "Daemon": _object(
         {
             "state": {"type": "string"},
@@ -159,6 +235,7 @@ SCHEMAS: dict[str, Any] = {
             "config_digest": {"type": "string"},
             "docker_connected": {"type": "boolean"},
             "last_reload": {**_ref("ReloadResult"), "nullable": True},
+            "last_update": {**_ref("UpdateResult"), "nullable": True},
             "summary": {"type": "string"},
             "all_up": {"type": "boolean"},
         }
@@ -282,6 +359,27 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/update": _blocking(
+            "Update images: recreate what changed, health-gated, rolling back what fails",
+            "update",
+            "UpdateRequest",
+            "UpdateResult",
+            "Every planned service updated (or nothing to update, or a dry run)",
+        ),
+        "/v1/backup": _blocking(
+            "Back up services through their `backup.exec`",
+            "backup",
+            "BackupRequest",
+            "BackupResult",
+            "Backups taken",
+        ),
+        "/v1/restore": _blocking(
+            "Restore a backup into a service; its dependents are stopped meanwhile",
+            "restore",
+            "RestoreRequest",
+            "RestoreResult",
+            "Restored",
+        ),
         "/healthz": {
             "get": {
                 "summary": "The daemon's own liveness: event loop responsive, Docker reachable",

@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.client import ApiClient, ApiRefused, ClientError, DaemonUnreachable, read_token_file
-from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config
+from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config, parse_duration
 from supervisor.local_token import generated_token_path
-from supervisor.status_table import reload_report, render
+from supervisor.status_table import reload_report, render, update_report
 from supervisor.watch_commands import add_watch_commands
 
 EX_NOT_UP = 1  # status: something is not where it should be; reload: refused
 EX_UNREACHABLE = 3  # no daemon answers (the LSB "program is not running" code)
 EX_REFUSED = 4  # the daemon refused the request (token, unknown service, not supervising)
+EX_USAGE = 2  # a service name the config does not have
 EX_CONFIG = 78
 RELOAD_TIMEOUT = 600.0  # applying a reload may recreate containers
+UPDATE_TIMEOUT = 6 * 3600.0  # pulls, backups and a health-gated recreate per service
 
 AddCommand = Callable[[str, str], argparse.ArgumentParser]
 
@@ -71,6 +73,9 @@ def _run(
         print(f"ovpn-supervisor: {exc}", file=sys.stderr)
         return EX_UNREACHABLE
     except ApiRefused as exc:
+        if exc.status == 400 and str(exc).startswith("unknown service"):
+            print(f"ovpn-supervisor: {exc}", file=sys.stderr)
+            return EX_USAGE
         hint = ""
         if exc.status == 401:
             hint = " (check --token-file or api.token_file)"
@@ -117,6 +122,62 @@ def _reload(args: argparse.Namespace) -> Callable[[ApiClient], int]:
     return call
 
 
+def _update(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        body = {
+            "services": args.services,
+            "pull": args.pull,
+            "dry_run": args.dry_run,
+            "timeout": args.timeout,
+            "backup": not args.no_backup,
+        }
+        result = client.request(
+            "POST", "/v1/update", accept=(200, 422), timeout=UPDATE_TIMEOUT, body=body
+        )
+        print(json.dumps(result, indent=2) if args.json else update_report(result))
+        return 0 if result["ok"] else EX_NOT_UP
+
+    return call
+
+
+def _backup(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        body = {"services": args.services}
+        result = client.request(
+            "POST", "/v1/backup", accept=(200, 422), timeout=UPDATE_TIMEOUT, body=body
+        )
+        print(f"backup {'done' if result['ok'] else 'failed'}: {result['message']}")
+        for file in result["files"]:
+            print(f"  {file}")
+        return 0 if result["ok"] else EX_NOT_UP
+
+    return call
+
+
+def _restore(args: argparse.Namespace) -> Callable[[ApiClient], int]:
+    def call(client: ApiClient) -> int:
+        # A path is the operator's (made absolute here); a bare name is looked up by the daemon.
+        backup = str(Path(args.backup).absolute()) if "/" in args.backup else args.backup
+        body = {"service": args.service, "backup": backup}
+        result = client.request(
+            "POST", "/v1/restore", accept=(200, 422), timeout=UPDATE_TIMEOUT, body=body
+        )
+        print(f"restore {'done' if result['ok'] else 'failed'}: {result['message']}")
+        return 0 if result["ok"] else EX_NOT_UP
+
+    return call
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
+    return seconds
+
+
 def add_commands(add: AddCommand, config_path: Callable[[argparse.Namespace], Path]) -> None:
     """Register the daemon-facing subcommands; `add` gives them --config like the others."""
 
@@ -138,3 +199,25 @@ def add_commands(add: AddCommand, config_path: Callable[[argparse.Namespace], Pa
     reload = sub("reload", "re-read the config and apply it; non-zero if refused", _reload)
     reload.add_argument("--json", action="store_true", help="the result as JSON")
     add_watch_commands(sub)
+    update = sub(
+        "update",
+        "recreate services whose image changed, health-gated; roll back what does not come up",
+        _update,
+    )
+    update.add_argument("services", nargs="*", metavar="SERVICE", help="default: all")
+    update.add_argument("--pull", action="store_true", help="pull the images first")
+    update.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    update.add_argument(
+        "--timeout",
+        type=_duration,
+        help="how long each service may take to come up (default: its start period)",
+    )
+    update.add_argument(
+        "--no-backup", action="store_true", help="go on without the backups before migrations"
+    )
+    update.add_argument("--json", action="store_true", help="the result as JSON")
+    backup = sub("backup", "back up services through their backup.exec", _backup)
+    backup.add_argument("services", nargs="*", metavar="SERVICE", help="default: all with backup")
+    restore = sub("restore", "restore a backup; the service's dependents stop meanwhile", _restore)
+    restore.add_argument("service")
+    restore.add_argument("backup", help="a file name in the service's backup folder, or a path")

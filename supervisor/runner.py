@@ -39,7 +39,7 @@ from supervisor.service import (
     condition_broken,
     condition_met,
 )
-from supervisor.spec import ContainerSpec, container_spec
+from supervisor.spec import ContainerSpec, ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
@@ -108,10 +108,13 @@ class ServiceRunner:
         clock: Callable[[], float],
         observer: StackObserver,
         gate: EngineGate,
+        image: ImageChoice | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
-        self.spec = container_spec(stack, service)
+        # An exact image ID (update, rollback pin) instead of what the reference resolves to.
+        self.image = image
+        self.spec = container_spec(stack, service, image)
         self.machine = ServiceMachine(service, since=clock())
         self.last_probe: ProbeResult | None = None
         self._runtime = runtime
@@ -166,7 +169,7 @@ class ServiceRunner:
         Only for a change that leaves the container as it is (same container hash).
         """
         self.stack, self.service = stack, stack.services[self.name]
-        self.spec = container_spec(stack, self.service)
+        self.spec = container_spec(stack, self.service, self.image)
         self.machine.service = self.service
         self._log.info("supervision settings updated")
         if self._probe_task is not None:
@@ -452,6 +455,8 @@ class ServiceRunner:
 
     async def _ensure_image(self) -> None:
         image, policy = self.service.image, self.service.pull
+        if self.image is not None:
+            image, policy = self.image.image_id, PullPolicy.NEVER  # an ID is never pulled
         if policy is PullPolicy.ALWAYS:
             await self._runtime.pull_image(image)
         elif not await self._runtime.image_present(image):

@@ -13,6 +13,11 @@ from supervisor.config import ServiceConfig, StackConfig, container_hash
 LABEL_PROJECT = "io.ovpn-supervisor.project"
 LABEL_SERVICE = "io.ovpn-supervisor.service"
 LABEL_CONFIG_HASH = "io.ovpn-supervisor.config-hash"
+# After a rollback: the image ID the service stays on, and the reference it was pinned for.
+LABEL_PINNED_IMAGE = "io.ovpn-supervisor.pinned-image"
+LABEL_PINNED_REFERENCE = "io.ovpn-supervisor.pinned-reference"
+# The image that failed and was rolled back from: later updates skip it unless asked by name.
+LABEL_REJECTED_IMAGE = "io.ovpn-supervisor.rejected-image"
 
 SECRETS_DIR = "/run/secrets"
 
@@ -63,6 +68,18 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class ImageChoice:
+    """Run a service on this exact image ID rather than on what its reference resolves to.
+
+    `pinned`: a rollback put it there, and it stays there (label) until an update succeeds.
+    """
+
+    image_id: str
+    pinned: bool = False
+    rejected: str | None = None  # with a pin: the image ID it was rolled back from
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     """A project network."""
 
@@ -102,8 +119,10 @@ def project_labels(project: str) -> dict[str, str]:
     return {LABEL_PROJECT: project}
 
 
-def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
-    """The container a service runs in, labelled with its config hash."""
+def container_spec(
+    stack: StackConfig, service: ServiceConfig, image: ImageChoice | None = None
+) -> ContainerSpec:
+    """The container a service runs in, labelled with its config hash (and its pin, if any)."""
     project = stack.project
     labels = {
         **service.labels,
@@ -113,6 +132,11 @@ def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
         # them on reload never recreates a container.
         LABEL_CONFIG_HASH: container_hash(stack, service),
     }
+    if image is not None and image.pinned:
+        labels[LABEL_PINNED_IMAGE] = image.image_id
+        labels[LABEL_PINNED_REFERENCE] = service.image
+        if image.rejected:
+            labels[LABEL_REJECTED_IMAGE] = image.rejected
     volume_mounts: list[Mount] = []
     bind_mounts: list[Mount] = []
     for mount in service.volumes:
@@ -134,7 +158,7 @@ def container_spec(stack: StackConfig, service: ServiceConfig) -> ContainerSpec:
     return ContainerSpec(
         name=resource_name(project, service.name),
         service=service.name,
-        image=service.image,
+        image=service.image if image is None else image.image_id,
         command=service.command,
         entrypoint=service.entrypoint,
         environment=dict(service.environment),

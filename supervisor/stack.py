@@ -32,7 +32,17 @@ from supervisor.service import (
     State,
     StopRequested,
 )
-from supervisor.spec import NetworkSpec, VolumeSpec, network_specs, volume_name, volume_specs
+from supervisor.spec import (
+    LABEL_PINNED_IMAGE,
+    LABEL_PINNED_REFERENCE,
+    LABEL_REJECTED_IMAGE,
+    ImageChoice,
+    NetworkSpec,
+    VolumeSpec,
+    network_specs,
+    volume_name,
+    volume_specs,
+)
 from supervisor.state_board import StateBoard
 from supervisor.status import Observers, ServiceStatus
 
@@ -77,10 +87,14 @@ class Stack:
         self._clock = clock
         self.engine = EngineGate()
         self.observers = observers or Observers()
+        # service -> (pinned image, the reference it was pinned for): rolled back there; kept
+        # until an update succeeds.
+        self.pins: dict[str, tuple[ImageChoice, str]] = {}
         self.runners = {name: self._runner(config, name) for name in config.services}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
         self._events_connected = asyncio.Event()
+        self._stopping = False
         self.observers.add(
             DependencyRestarts(
                 lambda: self.config.services,
@@ -90,7 +104,12 @@ class Stack:
             )
         )
 
-    def _runner(self, config: StackConfig, name: str) -> ServiceRunner:
+    def _runner(
+        self, config: StackConfig, name: str, image: ImageChoice | None = None
+    ) -> ServiceRunner:
+        pin = self.pins.get(name)
+        if image is None and pin is not None and pin[1] == config.services[name].image:
+            image = pin[0]  # a reload must not bring the bad one back
         return ServiceRunner(
             config,
             config.services[name],
@@ -100,6 +119,7 @@ class Stack:
             self._clock,
             self.observers,
             self.engine,
+            image,
         )
 
     def _launch(self, runner: ServiceRunner) -> None:
@@ -166,6 +186,31 @@ class Stack:
                 "reload applied; services still waiting to start", services=self._pending(starting)
             )
 
+    async def stop_services(self, names: set[str]) -> None:
+        """Stop these services (dependents first) and wait until they are down."""
+        await self._stop_services(names, self.graph)
+
+    async def replace_service(self, name: str, image: ImageChoice) -> None:
+        """Recreate one service's container on an exact image ID (update, rollback); a job
+        runs again. Its dependents are left alone: the caller decides who follows."""
+        if self._stopping:
+            raise StackError(f"service {name}: not recreated, the stack is stopping")
+        await self._stop_services({name}, self.graph)
+        old = self.runners[name]
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        info = await self._runtime.inspect_container(old.spec.name)
+        if info is not None:
+            # One container per service, always: the old one goes before the new one is made.
+            await self._runtime.remove_container(info.id)
+        if image.pinned:
+            self.pins[name] = (image, self.config.services[name].image)
+        else:
+            self.pins.pop(name, None)
+        runner = self.runners[name] = self._runner(self.config, name, image)
+        self._launch(runner)
+
     def _pending(self, names: list[str]) -> list[str]:
         return [n for n in names if self.board.state(n) is State.PENDING]
 
@@ -197,6 +242,12 @@ class Stack:
         running = {c.service for c in existing if c.running}
         for info in existing:
             if info.service in self.runners:
+                pinned = info.labels.get(LABEL_PINNED_IMAGE)
+                if pinned:
+                    reference = info.labels.get(LABEL_PINNED_REFERENCE, "")
+                    rejected = info.labels.get(LABEL_REJECTED_IMAGE)
+                    self.pins[info.service] = (ImageChoice(pinned, True, rejected), reference)
+                    self.runners[info.service] = self._runner(self.config, info.service)
                 continue
             log.info("removing container of a service no longer configured", service=info.service)
             try:
@@ -248,6 +299,7 @@ class Stack:
     async def _shutdown(self, hurry: asyncio.Event) -> None:
         """Stop each service only after everything that depends on it has stopped."""
         log.info("stopping stack", services=len(self.runners))
+        self._stopping = True
         self.observers.stack_stopping()
         for runner in self.runners.values():
             runner.post(ShutdownBegan())

@@ -71,6 +71,9 @@ class StackObserver:
     def reload_done(self, ok: bool, at: float) -> None:
         """A config reload was applied (ok) or refused; `at` is wall-clock epoch seconds."""
 
+    def update_done(self, ok: bool, outcomes: dict[str, str], at: float) -> None:
+        """An image update finished; `outcomes`: service -> updated, rolled-back, failed…"""
+
 
 class Observers(StackObserver):
     """Fans every notification out to the registered observers."""
@@ -118,6 +121,10 @@ class Observers(StackObserver):
     def reload_done(self, ok: bool, at: float) -> None:
         for o in self._observers:
             o.reload_done(ok, at)
+
+    def update_done(self, ok: bool, outcomes: dict[str, str], at: float) -> None:
+        for o in self._observers:
+            o.update_done(ok, outcomes, at)
 
 
 def summarize(statuses: list[ServiceStatus]) -> str:

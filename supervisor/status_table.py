@@ -111,3 +111,21 @@ def reload_report(result: Mapping[str, Any]) -> str:
             lines.append(f"  {key}: {', '.join(result[key])}")
     lines.extend(f"  error: {e}" for e in result.get("errors") or ())
     return "\n".join(lines)
+
+
+def update_report(result: Mapping[str, Any]) -> str:
+    """An update's result: the plan when it was a dry run, else what happened to each service."""
+    verdict = "dry run" if result["dry_run"] else "done" if result["ok"] else "NOT all updated"
+    lines = [f"update {verdict}: {result['message']}"]
+    if result["dry_run"] or not result["services"]:
+        lines.extend(f"  {line}" for line in result["plan"])
+    for outcome in result["services"]:
+        images = f"{_image(outcome['old_image'])} -> {_image(outcome['new_image'])}"
+        lines.append(f"  {outcome['service']}: {outcome['outcome']} ({images}) {outcome['reason']}")
+    lines.extend(f"  backup: {file}" for file in result["backups"])
+    lines.extend(f"  note: {note}" for note in result["notes"])
+    return "\n".join(lines)
+
+
+def _image(image: str | None) -> str:
+    return (image or "none").removeprefix("sha256:")[:12]

@@ -38,6 +38,7 @@ from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus
 from supervisor.status_page import add_status_page
+from supervisor.updates import UpdateResult
 
 TOKEN = "t0ken-for-tests"
 CANARY = "canary-value-never-shown"
@@ -92,6 +93,7 @@ class FakeSupervisor:
     state: DaemonState = DaemonState.RUNNING
     docker_connected: bool = True
     last_reload: ReloadResult | None = None
+    last_update: UpdateResult | None = None
     uptime: float = 42.0
     events: EventLog = field(default_factory=EventLog)
     next_reload: ReloadResult = field(

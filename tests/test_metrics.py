@@ -87,3 +87,17 @@ def test_output_passes_promtool_and_holds_no_env_values() -> None:
     )
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     assert proc.stdout.strip() == b"" and proc.stderr.strip() == b"", "promtool lint findings"
+
+
+def test_image_updates_are_counted_by_result_and_service_outcome() -> None:
+    m = metrics_for([])
+    assert sample(m, "ovpn_supervisor_image_updates_total", result="updated") == 0.0
+    m.update_done(False, {"migrate": "updated", "app": "rolled-back"}, 1_700_000_000.0)
+    m.update_done(True, {"app": "updated"}, 1_700_000_500.0)
+    assert sample(m, "ovpn_supervisor_image_updates_total", result="not-updated") == 1.0
+    assert sample(m, "ovpn_supervisor_image_updates_total", result="updated") == 1.0
+    outcome = "ovpn_supervisor_image_update_services_total"
+    assert sample(m, outcome, service="app", outcome="rolled-back") == 1.0
+    assert sample(m, outcome, service="app", outcome="updated") == 1.0
+    last = "ovpn_supervisor_image_last_successful_update_timestamp_seconds"
+    assert sample(m, last) == 1_700_000_500.0
