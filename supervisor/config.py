@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import shlex
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from supervisor.graph import DependencyGraph
+from supervisor.yaml_bounds import load_bounded
 
 __all__ = [
     "ApiConfig",
@@ -65,11 +67,13 @@ __all__ = [
 
 DEFAULT_LISTEN = "127.0.0.1:9180"
 DEFAULT_SOCKET_MODE = 0o660
+MIN_TOKEN_LENGTH = 16
 UNIX_SCHEME = "unix://"
 RESERVED_LABEL_PREFIX = "io.ovpn-supervisor."
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which Docker then refuses.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
+PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
 
 
 # --------------------------------------------------------------------------- problems
@@ -108,6 +112,32 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _UNIT_ORDER = ("h", "m", "s", "ms")
 DURATION_HINT = "(use e.g. 500ms, 10s, 5m)"
+_MINUTE, _HOUR, _DAY = 60.0, 3600.0, 86400.0
+# (section, key) -> (shortest, longest) in seconds. Intervals below 100 ms would probe in a busy
+# loop; a day or a week is longer than anyone means and keeps timers far from overflow.
+_DURATION_BOUNDS: dict[tuple[str, ...], tuple[float, float]] = {
+    ("health", "interval"): (0.1, _DAY),
+    ("health", "timeout"): (0.1, _HOUR),
+    ("health", "start_period"): (0.0, _DAY),
+    ("health", "start_interval"): (0.1, _HOUR),
+    ("backoff", "initial"): (0.01, _HOUR),
+    ("backoff", "max"): (0.01, _DAY),
+    ("limit", "window"): (1.0, 7 * _DAY),
+    ("restart", "reset_after"): (1.0, 7 * _DAY),
+    ("stop", "timeout"): (0.0, _HOUR),
+    ("systemd", "startup_timeout"): (1.0, _DAY),
+}
+_DEFAULT_BOUNDS = (0.0, _DAY)
+
+
+def _show(seconds: float) -> str:
+    """A bound as the operator would write it: 100ms, 1s, 168h."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("h", _HOUR), ("m", _MINUTE), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
 
 
 def parse_duration(value: object) -> float:
@@ -129,7 +159,7 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
         last_unit = unit
-    if position != len(value):
+    if position != len(value) or not math.isfinite(total):
         raise error
     return total
 
@@ -658,14 +688,11 @@ class _Parser:
 
     def document(self, text: str) -> dict[str, Any] | None:
         """The YAML as a mapping, indexed by key path; None (with a problem) if it is not one."""
-        loader = yaml.SafeLoader(text)
         try:
-            root = loader.get_single_node()
+            root, data = load_bounded(text, lambda node: self._index(node, (), set()))
             if root is None:
                 self.problem((), "empty config file")
                 return None
-            self._index(root, (), set())
-            data = loader.construct_document(root)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
@@ -674,8 +701,6 @@ class _Parser:
         except yaml.YAMLError as exc:
             self.problem((), f"YAML error: {exc}")
             return None
-        finally:
-            loader.dispose()
         if not isinstance(data, dict):
             self.problem((), f"the top level must be a mapping, got {_kind(data)}")
             return None
@@ -830,6 +855,11 @@ class _Parser:
         if positive and seconds <= 0:
             self.problem(path, f"must be longer than 0, got {value!r}")
             return default
+        # Too short makes a busy loop, too long overflows timers: each key has its range.
+        low, high = _DURATION_BOUNDS.get(tuple(str(p) for p in path[-2:]), _DEFAULT_BOUNDS)
+        if not low <= seconds <= high:
+            self.problem(path, f"must be between {_show(low)} and {_show(high)}, got {value!r}")
+            return default
         return seconds
 
     def choice(self, value: object, path: KeyPath, enum: type[_E], default: _E) -> _E:
@@ -880,6 +910,8 @@ class _Parser:
                     "(lowercase letters, digits, '_', '.', '-'; starting with a letter or digit)",
                 )
         api = self._api(self.mapping(data.get("api"), ("api",)))
+        if api.token_file is not None:
+            self._check_token_file(api.token_file)
         systemd = self._systemd(self.mapping(data.get("systemd"), ("systemd",)))
         defaults = self._defaults(self.mapping(data.get("defaults"), ("defaults",)))
         networks = self._named(data, "networks", self._network)
@@ -999,7 +1031,39 @@ class _Parser:
         if not re.fullmatch(r"0?[0-7]{3}", text):
             self.problem(path, f"invalid mode {text!r} (use an octal mode such as 0660)")
             return DEFAULT_SOCKET_MODE
-        return int(text, 8)
+        mode = int(text, 8)
+        if mode & 0o002:
+            # The socket needs no token: whoever may write to it may restart the VPN stack.
+            self.problem(path, f"mode {text} lets every local user control the daemon (use 0660)")
+            return DEFAULT_SOCKET_MODE
+        return mode
+
+    def _check_token_file(self, file: Path) -> None:
+        """The token file exists, is private to its owner and holds a token worth the name.
+
+        Checked by the daemon's full parse (`check`, start, reload), not by the CLI's reading
+        of the `api` section: an operator's CLI may not be allowed to read the file.
+        """
+        path: KeyPath = ("api", "token_file")
+        try:
+            mode = file.stat().st_mode
+            token = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+            self.problem(path, f"cannot read token file {str(file)!r}: {reason}")
+            return
+        if mode & 0o077:
+            self.problem(
+                path,
+                f"token file {str(file)!r} is open to group or others "
+                f"(mode {mode & 0o777:04o}; chmod 600 it)",
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            self.problem(
+                path,
+                f"the token in {str(file)!r} is {len(token)} characters long; use at least "
+                f"{MIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`)",
+            )
 
     def _systemd(self, data: dict[str, Any]) -> SystemdConfig:
         path: KeyPath = ("systemd",)
@@ -1287,10 +1351,12 @@ class _Parser:
             key, sep, value = stripped.partition("=")
             key = key.strip()
             if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+                # Never echo the line: it may hold a password (this reaches logs and the API).
                 self.problems.append(
                     ConfigProblem(
                         format_path(path),
-                        f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
+                        "invalid line in env file (expected KEY=VALUE; not shown, it may be "
+                        "secret)",
                         str(file),
                         number,
                     )

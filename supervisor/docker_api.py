@@ -125,6 +125,15 @@ def _to_info(attrs: Mapping[str, Any]) -> ContainerInfo:
     )
 
 
+def bind_list(spec: ContainerSpec) -> list[str]:
+    """Every mount as "source:target:mode", in order: a list, not a map keyed by source, so
+    one source mounted twice (or a file that is both a bind and a secret) stays two mounts."""
+    return [
+        f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
+        for m in (*spec.volume_mounts, *spec.bind_mounts)
+    ]
+
+
 def _translate(exc: Exception, what: str) -> DockerError:
     if isinstance(exc, docker.errors.ImageNotFound):
         return ImageNotFound(f"{what}: {exc.explanation or exc}")
@@ -280,10 +289,7 @@ class DockerRuntime:
                 port_bindings.setdefault(key, []).append(
                     (p.host_ip, p.host_port if p.host_port is not None else "")
                 )
-            binds: dict[str, Mapping[str, str]] = {
-                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in (*spec.volume_mounts, *spec.bind_mounts)
-            }
+            binds = bind_list(spec)
             host_config = api.create_host_config(
                 binds=binds or None,
                 port_bindings=port_bindings or None,

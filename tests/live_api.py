@@ -79,6 +79,7 @@ def live_api(tmp_path: Path, project: str) -> Iterator[LiveApi]:
     secret.write_text(CANARY_SECRET + "\n")
     token_file = tmp_path / "api_token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     port = free_port()
     path = write_config(tmp_path, stack_config(project, secret, token_file, port))
     with running_daemon(path, tmp_path / "daemon.log") as daemon:
