@@ -373,6 +373,10 @@ class ApiConfig:
     token_file: Path | None = None
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: str | None = None
+    # Host names (besides loopback names, IP literals and the listen host) the API answers to.
+    allowed_hosts: tuple[str, ...] = ()
+    # The token file's contents, hashed: a new token is a change a reload must mention.
+    token_digest: str | None = field(default=None, repr=False)
 
     @property
     def unix_path(self) -> Path | None:
@@ -911,7 +915,7 @@ class _Parser:
                 )
         api = self._api(self.mapping(data.get("api"), ("api",)))
         if api.token_file is not None:
-            self._check_token_file(api.token_file)
+            api = replace(api, token_digest=self._check_token_file(api.token_file))
         systemd = self._systemd(self.mapping(data.get("systemd"), ("systemd",)))
         defaults = self._defaults(self.mapping(data.get("defaults"), ("defaults",)))
         networks = self._named(data, "networks", self._network)
@@ -991,7 +995,9 @@ class _Parser:
 
     def _api(self, data: dict[str, Any]) -> ApiConfig:
         path: KeyPath = ("api",)
-        self.keys(data, path, ("listen", "token_file", "socket_mode", "socket_group"))
+        self.keys(
+            data, path, ("listen", "token_file", "socket_mode", "socket_group", "allowed_hosts")
+        )
         listen = self.optional(data, "listen", path, self.string)
         if listen is not None and not _valid_listen(listen):
             self.problem(
@@ -1000,8 +1006,17 @@ class _Parser:
             )
             listen = None
         token = self.optional(data, "token_file", path, self.string)
+        hosts = tuple(
+            host.lower()
+            for index, host in enumerate(
+                self.seq(data.get("allowed_hosts"), (*path, "allowed_hosts"))
+            )
+            if self._host_name(host, (*path, "allowed_hosts", index))
+        )
         api = ApiConfig(
-            listen=listen or DEFAULT_LISTEN, token_file=self.resolve(token) if token else None
+            listen=listen or DEFAULT_LISTEN,
+            token_file=self.resolve(token) if token else None,
+            allowed_hosts=hosts,
         )
         if not api.loopback and api.token_file is None:
             # Anyone on the network could restart the VPN stack: never without a token.
@@ -1038,7 +1053,15 @@ class _Parser:
             return DEFAULT_SOCKET_MODE
         return mode
 
-    def _check_token_file(self, file: Path) -> None:
+    def _host_name(self, value: object, path: KeyPath) -> bool:
+        if isinstance(value, str) and re.fullmatch(
+            r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", value
+        ):
+            return True
+        self.problem(path, f"expected a host name such as vpn.example.org, got {value!r}")
+        return False
+
+    def _check_token_file(self, file: Path) -> str | None:
         """The token file exists, is private to its owner and holds a token worth the name.
 
         Checked by the daemon's full parse (`check`, start, reload), not by the CLI's reading
@@ -1051,7 +1074,7 @@ class _Parser:
         except (OSError, UnicodeDecodeError) as exc:
             reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
             self.problem(path, f"cannot read token file {str(file)!r}: {reason}")
-            return
+            return None
         if mode & 0o077:
             self.problem(
                 path,
@@ -1064,6 +1087,7 @@ class _Parser:
                 f"the token in {str(file)!r} is {len(token)} characters long; use at least "
                 f"{MIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`)",
             )
+        return hashlib.sha256(token.encode()).hexdigest()
 
     def _systemd(self, data: dict[str, Any]) -> SystemdConfig:
         path: KeyPath = ("systemd",)

@@ -55,7 +55,18 @@ def _not_applied(old: StackConfig, new: StackConfig) -> tuple[str, ...]:
     if old.project != new.project:
         notes.append("project renamed: takes effect after `down` and a daemon restart")
     if old.api != new.api:
-        notes.append("api settings changed: take effect when the daemon restarts")
+        # The old listener and token stay in force: say so, never "nothing to change".
+        changed = [
+            f"api.{name}"
+            for name in ("listen", "token_file", "socket_mode", "socket_group", "allowed_hosts")
+            if getattr(old.api, name) != getattr(new.api, name)
+        ]
+        if old.api.token_digest != new.api.token_digest:
+            changed.append("the token in api.token_file")
+        notes.append(
+            f"{', '.join(changed)} changed: not applied until the daemon restarts "
+            "(the old settings stay in force)"
+        )
     for name in old.networks.keys() & new.networks.keys():
         if old.networks[name] != new.networks[name]:
             notes.append(

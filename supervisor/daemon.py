@@ -205,6 +205,8 @@ class Supervisor(StackObserver):
             at=time.time(),
             message="applied"
             if not diff.empty
+            else "nothing applied live: some changes need a daemon restart (see notes)"
+            if diff.not_applied
             else "the running config already matches the file (nothing to change)",
             added=diff.added,
             removed=diff.removed,
