@@ -126,7 +126,8 @@ class AccessPolicy:
         challenge = {"WWW-Authenticate": 'Bearer realm="ovpn-supervisor"'}
         if scheme.lower() != "bearer" or not given.strip():
             raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        # A header with bytes that are not UTF-8 is a wrong token, not a server error.
+        if not hmac.compare_digest(given.strip().encode(errors="replace"), self.token.encode()):
             raise ApiError(401, "wrong token", challenge)
 
 

@@ -35,7 +35,7 @@ from supervisor.config import (
     parse_config,
     parse_duration,
 )
-from supervisor.yaml_bounds import compose_bounded, load_bounded
+from supervisor.yaml_bounds import compose_bounded, describe_yaml_error, load_bounded
 
 __all__ = [
     "ComposeImport",
@@ -391,11 +391,8 @@ def convert_compose(
         problem = ConfigProblem("", f"cannot read Compose file: {exc}", str(source))
         raise ConfigError([problem]) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            [ConfigProblem("", f"YAML syntax error: {exc}", str(source), line)]
-        ) from exc
+        message, line = describe_yaml_error(exc, text)
+        raise ConfigError([ConfigProblem("", message, str(source), line)]) from exc
     dotenv = env_file if env_file is not None else source.parent / ".env"
     variables: dict[str, str] = {}
     if env_file is not None or dotenv.is_file():

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from supervisor.graph import DependencyGraph
-from supervisor.yaml_bounds import load_bounded
+from supervisor.yaml_bounds import describe_yaml_error, load_bounded
 
 __all__ = [
     "ApiConfig",
@@ -697,13 +697,9 @@ class _Parser:
             if root is None:
                 self.problem((), "empty config file")
                 return None
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            self.problem((), f"YAML syntax error: {what}", mark.line + 1 if mark else None)
-            return None
         except yaml.YAMLError as exc:
-            self.problem((), f"YAML error: {exc}")
+            message, line = describe_yaml_error(exc, text)
+            self.problem((), message, line)
             return None
         if not isinstance(data, dict):
             self.problem((), f"the top level must be a mapping, got {_kind(data)}")

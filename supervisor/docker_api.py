@@ -65,6 +65,7 @@ class ContainerInfo:
     started_at: str
     finished_at: str
     addresses: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # RFC 3339, as the engine reports it
 
     @property
     def address(self) -> str | None:
@@ -122,6 +123,7 @@ def _to_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         started_at=str(state.get("StartedAt", "")),
         finished_at=str(state.get("FinishedAt", "")),
         addresses={name: str(net.get("IPAddress") or "") for name, net in networks.items()},
+        created=str(attrs.get("Created", "")),
     )
 
 

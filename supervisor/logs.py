@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 REPEAT_INTERVAL = 10.0  # a repeated line is written at most once per this many seconds
 
@@ -48,6 +49,12 @@ class _StdlibToStructlog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            error = record.exc_info[1] if record.exc_info else None
+            if isinstance(error, HttpProcessingError):
+                # A client's malformed request (answered 400): its mistake, not ours.
+                detail = " ".join(str(error).split())[:200]
+                structlog.get_logger(record.name).debug("bad request from a client", error=detail)
+                return
             message = record.getMessage()
             dropped = self._throttle.allow((record.name, message.partition("\n")[0]))
             if dropped is None:

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_NODES",
     "YamlLimitError",
     "compose_bounded",
+    "describe_yaml_error",
     "load_bounded",
 ]
 
@@ -132,3 +133,17 @@ def load_bounded(
         return root, loader.construct_document(root)
     finally:
         loader.dispose()
+
+
+def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, int | None]:
+    """A YAML error as one line for the operator, and the line of the file it points at."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        return f"YAML syntax error: {what}", mark.line + 1 if mark else None
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        char = exc.character
+        code = char if isinstance(char, int) else (char[0] if char else 0)
+        line = text.count("\n", 0, exc.position) + 1
+        return f"YAML error: character #x{code:04x} not allowed ({exc.reason})", line
+    return f"YAML error: {' '.join(str(exc).split())}", None

@@ -31,7 +31,7 @@ LIMITS = ConnectionLimits(max_connections=8, header_timeout=0.3, idle_timeout=1.
 
 @asynccontextmanager
 async def small_server(
-    limits: ConnectionLimits = LIMITS,
+    limits: ConnectionLimits = LIMITS, token: str | None = None
 ) -> AsyncIterator[tuple[int, ConnectionGuard]]:
     """The API app (with fakes behind it) served on a free loopback port within `limits`."""
 
@@ -39,7 +39,7 @@ async def small_server(
         return None
 
     sup = fake_supervisor()
-    app = build_app(sup, make_metrics(sup), AccessPolicy(None, over_unix=False, loopback=True))
+    app = build_app(sup, make_metrics(sup), AccessPolicy(token, over_unix=False, loopback=True))
     port = free_port()
     async with serve(app, ApiConfig(listen=f"127.0.0.1:{port}"), ping, limits):
         yield port, app[GUARD]
@@ -104,6 +104,20 @@ async def test_a_kept_alive_connection_is_closed_when_idle() -> None:
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         assert await closed_by_server(reader, within=5)
         writer.close()
+
+
+async def test_a_token_that_is_not_utf8_is_a_401_not_a_500() -> None:
+    """Found by the raw-socket fuzzing of a live daemon."""
+    async with small_server(token="the-right-token-0123456789") as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/services/web/restart HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer \xff\xfe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer
 
 
 def test_repeated_lines_from_other_libraries_are_throttled() -> None:
