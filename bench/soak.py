@@ -35,7 +35,6 @@ import random
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -494,22 +493,7 @@ class Soak:
     def inject(self, fault: str) -> tuple[str, Callable[[], bool]]:
         """Do the fault; return its target and a predicate telling it has been noticed."""
         if fault in ("kill", "oom", "rm", "stop", "health500", "hang"):
-            target = self.running_target(http_only=fault in ("health500", "hang"))
-            before = self.started_at(target)
-            assert before is not None, target
-            ctr = self.client.containers.get(before[0])
-            if fault == "kill":
-                ctr.kill()
-            elif fault == "oom":
-                self.client.api.update_container(ctr.id, mem_limit="32m", memswap_limit="32m")
-                ctr.exec_run(["/stand-in-ctl", "oom"])
-            elif fault == "rm":
-                ctr.remove(force=True)
-            elif fault == "stop":
-                ctr.stop(timeout=1)
-            else:
-                ctr.exec_run(["/stand-in-ctl", "fail" if fault == "health500" else "hang"])
-            return target, lambda: self.started_at(target) not in (None, before)
+            return self._container_fault(fault)
         if fault == "daemon-kill":
             self.daemon.kill()
             # An operator's stop lives in the daemon's memory: a new daemon runs everything.
@@ -522,42 +506,64 @@ class Soak:
                 time.sleep(0.02)
             return "supervisor", self._last_reload_ok
         if fault.startswith("reload-"):
-            services = self.config["services"]
-            if fault == "reload-add":
-                self.extras += 1
-                target = f"extra{self.extras}"
-                services[target] = extra_service()
-            elif fault == "reload-change":
-                target = self.rng.choice(["worker", *self.extra_names()])
-                env = services[target]["environment"]
-                env["GENERATION"] = str(int(env["GENERATION"]) + 1)
-            else:
-                target = self.rng.choice(self.extra_names())
-                del services[target]
-                self.stopped.discard(target)
-            self.write_config()
-            result = self.api.request("POST", "/v1/reload", accept=(200, 422), timeout=300)
-            if not result["ok"]:
-                raise Breach(f"reload refused: {result}")
-            return target, lambda: True
+            return self._reload_fault(fault)
         if fault.startswith("op-"):
-            action = fault[3:]
-            target = self.leaf_target(running=action != "start") or "web"
-            if action == "stop":
-                self.stopped.add(target)
-            elif action == "start":
-                self.stopped.discard(target)
-            before = self.started_at(target)
-            self.api.request("POST", f"/v1/services/{target}/{action}", accept=(202,))
-            if action == "restart":
-                self.stopped.discard(target)
-                return target, lambda: self.started_at(target) not in (None, before)
-            return target, lambda: True
+            return self._operator_fault(fault[3:])
         if fault == "dockerd-restart":
             self.engine.stop()
             self.engine.start()
             return "dockerd", lambda: True
         raise ValueError(fault)
+
+    def _container_fault(self, fault: str) -> tuple[str, Callable[[], bool]]:
+        target = self.running_target(http_only=fault in ("health500", "hang"))
+        before = self.started_at(target)
+        assert before is not None, target
+        ctr = self.client.containers.get(before[0])
+        if fault == "kill":
+            ctr.kill()
+        elif fault == "oom":
+            self.client.api.update_container(ctr.id, mem_limit="32m", memswap_limit="32m")
+            ctr.exec_run(["/stand-in-ctl", "oom"])
+        elif fault == "rm":
+            ctr.remove(force=True)
+        elif fault == "stop":
+            ctr.stop(timeout=1)
+        else:
+            ctr.exec_run(["/stand-in-ctl", "fail" if fault == "health500" else "hang"])
+        return target, lambda: self.started_at(target) not in (None, before)
+
+    def _reload_fault(self, fault: str) -> tuple[str, Callable[[], bool]]:
+        services = self.config["services"]
+        if fault == "reload-add":
+            self.extras += 1
+            target = f"extra{self.extras}"
+            services[target] = extra_service()
+        elif fault == "reload-change":
+            target = self.rng.choice(["worker", *self.extra_names()])
+            env = services[target]["environment"]
+            env["GENERATION"] = str(int(env["GENERATION"]) + 1)
+        else:
+            target = self.rng.choice(self.extra_names())
+            del services[target]
+            self.stopped.discard(target)
+        self.write_config()
+        result = self.api.request("POST", "/v1/reload", accept=(200, 422), timeout=300)
+        if not result["ok"]:
+            raise Breach(f"reload refused: {result}")
+        return target, lambda: True
+
+    def _operator_fault(self, action: str) -> tuple[str, Callable[[], bool]]:
+        target = self.leaf_target(running=action != "start") or "web"
+        if action == "stop":
+            self.stopped.add(target)
+        else:
+            self.stopped.discard(target)
+        before = self.started_at(target)
+        self.api.request("POST", f"/v1/services/{target}/{action}", accept=(202,))
+        if action == "restart":
+            return target, lambda: self.started_at(target) not in (None, before)
+        return target, lambda: True
 
     def _last_reload_ok(self) -> bool:
         status = self.status()
