@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor import cli
+from supervisor import cli, config
 
 FUZZ = settings(
     max_examples=60,
@@ -23,59 +23,15 @@ FUZZ = settings(
 )
 _counter = itertools.count()
 
+# The keys the parser knows (so fuzzed files get deep), plus some it must refuse.
 KEYS = [
-    "version",
-    "project",
-    "api",
-    "systemd",
-    "defaults",
-    "networks",
-    "volumes",
-    "secrets",
-    "services",
-    "image",
-    "type",
-    "command",
-    "entrypoint",
-    "environment",
-    "env_file",
-    "ports",
-    "user",
-    "depends_on",
-    "health",
-    "restart",
-    "stop",
-    "pull",
-    "labels",
-    "http",
-    "tcp",
-    "exec",
-    "interval",
-    "timeout",
-    "retries",
-    "start_period",
-    "policy",
-    "backoff",
-    "initial",
-    "max",
-    "limit",
-    "count",
-    "window",
-    "signal",
-    "listen",
-    "token_file",
-    "socket_mode",
-    "condition",
-    "port",
-    "path",
-    "file",
-    "healthcheck",
-    "test",
-    "build",
-    "x-ext",
-    "<<",
-    "web",
-    "db",
+    *config._TOP_KEYS,
+    *config._SERVICE_KEYS,
+    *config._TIMING_KEYS,
+    *config._PROBE_KEYS,
+    *("policy", "backoff", "initial", "max", "limit", "count", "window", "signal", "listen"),
+    *("token_file", "socket_mode", "allowed_hosts", "condition", "port", "path", "file"),
+    *("healthcheck", "test", "build", "x-ext", "<<", "web", "db"),
 ]
 scalars = st.one_of(
     st.none(),
