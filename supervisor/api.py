@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from supervisor.api_events import add_event_routes
+from supervisor.api_guards import CappedSite, ConnectionGuard, ConnectionLimits, HostAllowList
 from supervisor.api_logs import add_log_routes, containers_of
 from supervisor.config import NAME_RE, ApiConfig
 from supervisor.daemon import DaemonState, ReloadResult, Supervisor
@@ -48,6 +49,7 @@ LAG_LIMIT = 2.0  # a loop this late is not responsive
 DOCKER_PING_EVERY = 5.0
 DOCKER_PING_TIMEOUT = 3.0
 UNAUTHENTICATED = frozenset({"/healthz"})
+DEFAULT_LIMITS = ConnectionLimits()
 
 
 class ApiSetupError(Exception):
@@ -109,11 +111,18 @@ class AccessPolicy:
     token: str | None
     over_unix: bool
     loopback: bool
+    hosts: HostAllowList | None = None  # None: any Host header (tests of the app alone)
 
     def check(self, request: web.Request) -> None:
         """Raise ApiError unless the request may proceed."""
         if self.over_unix:
             return  # the socket's mode and group already decided who got this far
+        host = request.headers.get("Host")
+        if self.hosts is not None and not self.hosts.allows(host):
+            # DNS rebinding: a web page whose name now points at 127.0.0.1.
+            raise ApiError(
+                403, f"Host {host!r} is not served here (add it to api.allowed_hosts if it is ours)"
+            )
         mutating = request.method not in ("GET", "HEAD", "OPTIONS")
         if not mutating and (self.loopback or request.path in UNAUTHENTICATED):
             return
@@ -127,7 +136,8 @@ class AccessPolicy:
         challenge = {"WWW-Authenticate": 'Bearer realm="ovpn-supervisor"'}
         if scheme.lower() != "bearer" or not given.strip():
             raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        # A header with bytes that are not UTF-8 is a wrong token, not a server error.
+        if not hmac.compare_digest(given.strip().encode(errors="replace"), self.token.encode()):
             raise ApiError(401, "wrong token", challenge)
 
 
@@ -176,6 +186,7 @@ METRICS = web.AppKey("metrics", SupervisorMetrics)
 POLICY = web.AppKey("policy", AccessPolicy)
 LIVENESS = web.AppKey("liveness", Liveness)
 SCRAPES = web.AppKey("scrapes", ScrapeCache)
+GUARD = web.AppKey("guard", ConnectionGuard)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -498,21 +509,34 @@ async def watch_liveness(live: Liveness, ping: Callable[[], Awaitable[None]]) ->
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: web.Application, config: ApiConfig, ping: Callable[[], Awaitable[None]]
+    app: web.Application,
+    config: ApiConfig,
+    ping: Callable[[], Awaitable[None]],
+    limits: ConnectionLimits = DEFAULT_LIMITS,
 ) -> AsyncIterator[web.AppRunner]:
-    """Serve `app` on the configured address until the context exits."""
+    """Serve `app` on the configured address until the context exits, within `limits`."""
     unix = config.unix_path
     # Bind first: only a socket this daemon bound is ever removed (never another's, nor a file).
     sock = bind_unix_socket(unix, config.socket_mode, config.socket_group) if unix else None
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=limits.idle_timeout
+    )
     try:
+        guard = ConnectionGuard(limits)
+        app.middlewares.insert(0, guard.track)
+        app[GUARD] = guard
         await runner.setup()
-        site: web.BaseSite
-        if sock is not None:
-            site = web.SockSite(runner, sock)
-        else:
-            host, _, port = config.listen.rpartition(":")
-            site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
+        assert runner.server is not None
+        guard.attach(runner.server)
+        host, _, port = config.listen.rpartition(":")
+        site = CappedSite(
+            runner,
+            guard,
+            name=config.listen,
+            sock=sock,
+            host=None if sock is not None else host.strip("[]"),
+            port=None if sock is not None else int(port),
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -567,7 +591,10 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
         loop_lag=lambda: liveness.loop_lag,
     )
     supervisor.observers.add(metrics)
-    policy = AccessPolicy(token, over_unix=config.unix_path is not None, loopback=config.loopback)
+    hosts = HostAllowList(config.listen.rpartition(":")[0], config.allowed_hosts)
+    policy = AccessPolicy(
+        token, over_unix=config.unix_path is not None, loopback=config.loopback, hosts=hosts
+    )
     app = build_app(supervisor, metrics, policy, liveness)
     add_log_routes(app, supervisor.runtime, containers_of(lambda: supervisor.config, statuses))
     add_status_page(app, lambda: supervisor.config)

@@ -32,6 +32,10 @@ def _load(args: argparse.Namespace) -> StackConfig | None:
     except ConfigError as exc:
         _print_problems(f"invalid config {_config_path(args)}:", exc)
         return None
+    except Exception as exc:
+        print(f"invalid config {_config_path(args)}:", file=sys.stderr)
+        print(f"  cannot be read: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def _print_problems(heading: str, exc: ConfigError) -> None:
@@ -116,6 +120,9 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
         _, result = load_compose(source, env_file=env_file, lenient=args.lenient, out_dir=out_dir)
     except ConfigError as exc:
         _print_problems(f"cannot import {source}:", exc)
+        return EX_CONFIG
+    except Exception as exc:
+        print(f"cannot import {source}:\n  {type(exc).__name__}: {exc}", file=sys.stderr)
         return EX_CONFIG
     for note in result.notes:
         print(note, file=sys.stderr)

@@ -73,7 +73,8 @@ class ApiClient:
         """The JSON answer for a status in `accept`; ApiRefused or DaemonUnreachable otherwise."""
         conn = self._connection(timeout or self.timeout)
         headers = {"Accept": "application/json"}
-        if self.token:
+        if self.token and method not in ("GET", "HEAD"):
+            # Reads need no token: it is shown to the daemon only when it is needed.
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             payload = None

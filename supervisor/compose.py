@@ -30,13 +30,13 @@ from supervisor.config import (
     ConfigError,
     ConfigProblem,
     StackConfig,
-    describe_yaml_error,
     format_path,
     load_config,
     parse_config,
     parse_duration,
     parse_env_file,
 )
+from supervisor.yaml_bounds import compose_bounded, describe_yaml_error, load_bounded
 
 __all__ = [
     "ComposeImport",
@@ -211,7 +211,8 @@ def read_dotenv(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
         key, sep, value = stripped.partition("=")
         key = key.strip()
         if not sep or not _NAME_RE.fullmatch(key):
-            raise InterpolationError(f"{path}:{number}: expected KEY=VALUE, got {line.strip()!r}")
+            # Never echo the line: it may hold a password (this reaches logs and the API).
+            raise InterpolationError(f"{path}:{number}: expected KEY=VALUE (line not shown)")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] == "'":
             out[key] = value[1:-1]
@@ -223,7 +224,11 @@ def read_dotenv(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
         try:
             out[key] = interpolate(value, {**out, **environ})
         except InterpolationError as exc:
-            raise InterpolationError(f"{path}:{number}: {exc}") from exc
+            # The message quotes the value, which may be a password: name the key only.
+            raise InterpolationError(
+                f"{path}:{number}: {key}: invalid '$' expression or required variable unset "
+                "(value not shown; write '$$' for a literal '$')"
+            ) from exc
     return out
 
 
@@ -280,7 +285,7 @@ def load_stack(path: str | os.PathLike[str]) -> StackConfig:
     """Load our config, or a Compose file (detected) converted strictly with its `.env`."""
     source = Path(path).absolute()
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        _, data = load_bounded(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         data = None  # load_config reports these with its own messages
     if looks_like_compose(data):
@@ -323,7 +328,7 @@ def _nearest_line(lines: Mapping[str, int], path: str) -> int | None:
 
 def _line_index(source: Path) -> dict[str, int]:
     try:
-        root = yaml.compose(source.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        root = compose_bounded(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     lines: dict[KeyPath, int] = {}
@@ -388,18 +393,17 @@ def convert_compose(
     source = Path(path).absolute()
     environ = dict(os.environ if environ is None else environ)
     problems: list[ConfigProblem] = []
+    lines: dict[KeyPath, int] = {}
+    raw: dict[KeyPath, str] = {}
     try:
         text = source.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        _, data = load_bounded(text, lambda node: _index(node, (), lines, raw, set()))
     except (OSError, UnicodeDecodeError) as exc:
         problem = ConfigProblem("", f"cannot read Compose file: {exc}", str(source))
         raise ConfigError([problem]) from exc
-    except yaml.MarkedYAMLError as exc:
-        line, message = describe_yaml_error(exc, text)
-        raise ConfigError([ConfigProblem("", message, str(source), line)]) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem("", f"YAML error: {exc}", str(source))]) from exc
+        message, line = describe_yaml_error(exc, text)
+        raise ConfigError([ConfigProblem("", message, str(source), line)]) from exc
     dotenv = env_file if env_file is not None else source.parent / ".env"
     variables: dict[str, str] = {}
     if env_file is not None or dotenv.is_file():
@@ -411,8 +415,8 @@ def convert_compose(
             problems.append(ConfigProblem("", str(exc), str(dotenv)))
     variables.update(environ)  # the shell's environment wins over .env, as in Compose
     converter = _Converter(source, out_dir or source.parent, variables, lenient)
-    if root is not None:
-        _index(root, (), converter.lines, converter.raw, set())
+    converter.lines.update(lines)
+    converter.raw.update(raw)
     config = converter.convert(data)
     problems.extend(
         ConfigProblem(n.path, n.message, str(source), n.line)

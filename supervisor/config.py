@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import shlex
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from supervisor.graph import DependencyGraph
+from supervisor.yaml_bounds import describe_yaml_error, load_bounded
 
 __all__ = [
     "ApiConfig",
@@ -61,7 +63,6 @@ __all__ = [
     "VolumeMount",
     "config_hash",
     "container_hash",
-    "describe_yaml_error",
     "load_api_config",
     "load_config",
     "parse_config",
@@ -72,11 +73,13 @@ __all__ = [
 DEFAULT_LISTEN = "127.0.0.1:9180"
 DEFAULT_SOCKET_MODE = 0o660
 DEFAULT_EVENTS_KEEP = 1000
+MIN_TOKEN_LENGTH = 16
 UNIX_SCHEME = "unix://"
 RESERVED_LABEL_PREFIX = "io.ovpn-supervisor."
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which Docker then refuses.
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
+PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*\Z")
 
 
 # --------------------------------------------------------------------------- problems
@@ -115,6 +118,32 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _UNIT_ORDER = ("h", "m", "s", "ms")
 DURATION_HINT = "(use e.g. 500ms, 10s, 5m)"
+_MINUTE, _HOUR, _DAY = 60.0, 3600.0, 86400.0
+# (section, key) -> (shortest, longest) in seconds. Intervals below 100 ms would probe in a busy
+# loop; a day or a week is longer than anyone means and keeps timers far from overflow.
+_DURATION_BOUNDS: dict[tuple[str, ...], tuple[float, float]] = {
+    ("health", "interval"): (0.1, _DAY),
+    ("health", "timeout"): (0.1, _HOUR),
+    ("health", "start_period"): (0.0, _DAY),
+    ("health", "start_interval"): (0.1, _HOUR),
+    ("backoff", "initial"): (0.01, _HOUR),
+    ("backoff", "max"): (0.01, _DAY),
+    ("limit", "window"): (1.0, 7 * _DAY),
+    ("restart", "reset_after"): (1.0, 7 * _DAY),
+    ("stop", "timeout"): (0.0, _HOUR),
+    ("systemd", "startup_timeout"): (1.0, _DAY),
+}
+_DEFAULT_BOUNDS = (0.0, _DAY)
+
+
+def _show(seconds: float) -> str:
+    """A bound as the operator would write it: 100ms, 1s, 168h."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("h", _HOUR), ("m", _MINUTE), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
 
 
 def parse_duration(value: object) -> float:
@@ -136,7 +165,7 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
         last_unit = unit
-    if position != len(value):
+    if position != len(value) or not math.isfinite(total):
         raise error
     return total
 
@@ -392,6 +421,10 @@ class ApiConfig:
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: str | None = None
     events_keep: int = DEFAULT_EVENTS_KEEP  # api.events.keep: the event history's length
+    # Host names (besides loopback names, IP literals and the listen host) the API answers to.
+    allowed_hosts: tuple[str, ...] = ()
+    # The token file's contents, hashed: a new token is a change a reload must mention.
+    token_digest: str | None = field(default=None, repr=False)
 
     @property
     def unix_path(self) -> Path | None:
@@ -713,23 +746,15 @@ class _Parser:
 
     def document(self, text: str) -> dict[str, Any] | None:
         """The YAML as a mapping, indexed by key path; None (with a problem) if it is not one."""
-        loader = yaml.SafeLoader(text)
         try:
-            root = loader.get_single_node()
+            root, data = load_bounded(text, lambda node: self._index(node, (), set()))
             if root is None:
                 self.problem((), "empty config file")
                 return None
-            self._index(root, (), set())
-            data = loader.construct_document(root)
-        except yaml.MarkedYAMLError as exc:
-            line, message = describe_yaml_error(exc, text)
+        except yaml.YAMLError as exc:
+            message, line = describe_yaml_error(exc, text)
             self.problem((), message, line)
             return None
-        except yaml.YAMLError as exc:
-            self.problem((), f"YAML error: {exc}")
-            return None
-        finally:
-            loader.dispose()
         if not isinstance(data, dict):
             self.problem((), f"the top level must be a mapping, got {_kind(data)}")
             return None
@@ -884,6 +909,11 @@ class _Parser:
         if positive and seconds <= 0:
             self.problem(path, f"must be longer than 0, got {value!r}")
             return default
+        # Too short makes a busy loop, too long overflows timers: each key has its range.
+        low, high = _DURATION_BOUNDS.get(tuple(str(p) for p in path[-2:]), _DEFAULT_BOUNDS)
+        if not low <= seconds <= high:
+            self.problem(path, f"must be between {_show(low)} and {_show(high)}, got {value!r}")
+            return default
         return seconds
 
     def choice(self, value: object, path: KeyPath, enum: type[_E], default: _E) -> _E:
@@ -934,6 +964,8 @@ class _Parser:
                     "(lowercase letters, digits, '_', '.', '-'; starting with a letter or digit)",
                 )
         api = self._api(self.mapping(data.get("api"), ("api",)))
+        if api.token_file is not None:
+            api = replace(api, token_digest=self._check_token_file(api.token_file))
         systemd = self._systemd(self.mapping(data.get("systemd"), ("systemd",)))
         defaults = self._defaults(self.mapping(data.get("defaults"), ("defaults",)))
         networks = self._named(data, "networks", self._network)
@@ -1022,7 +1054,11 @@ class _Parser:
 
     def _api(self, data: dict[str, Any]) -> ApiConfig:
         path: KeyPath = ("api",)
-        self.keys(data, path, ("listen", "token_file", "socket_mode", "socket_group", "events"))
+        self.keys(
+            data,
+            path,
+            ("listen", "token_file", "socket_mode", "socket_group", "events", "allowed_hosts"),
+        )
         listen = self.optional(data, "listen", path, self.string)
         if listen is not None and not _valid_listen(listen):
             self.problem(
@@ -1031,10 +1067,18 @@ class _Parser:
             )
             listen = None
         token = self.optional(data, "token_file", path, self.string)
+        hosts = tuple(
+            host.lower()
+            for index, host in enumerate(
+                self.seq(data.get("allowed_hosts"), (*path, "allowed_hosts"))
+            )
+            if self._host_name(host, (*path, "allowed_hosts", index))
+        )
         api = ApiConfig(
             listen=listen or DEFAULT_LISTEN,
             token_file=self.resolve(token) if token else None,
             events_keep=self._events_keep(data.get("events"), (*path, "events")),
+            allowed_hosts=hosts,
         )
         if not api.loopback and api.token_file is None:
             # Anyone on the network could restart the VPN stack: never without a token.
@@ -1075,7 +1119,48 @@ class _Parser:
         if not re.fullmatch(r"0?[0-7]{3}", text):
             self.problem(path, f"invalid mode {text!r} (use an octal mode such as 0660)")
             return DEFAULT_SOCKET_MODE
-        return int(text, 8)
+        mode = int(text, 8)
+        if mode & 0o002:
+            # The socket needs no token: whoever may write to it may restart the VPN stack.
+            self.problem(path, f"mode {text} lets every local user control the daemon (use 0660)")
+            return DEFAULT_SOCKET_MODE
+        return mode
+
+    def _host_name(self, value: object, path: KeyPath) -> bool:
+        if isinstance(value, str) and re.fullmatch(
+            r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", value
+        ):
+            return True
+        self.problem(path, f"expected a host name such as vpn.example.org, got {value!r}")
+        return False
+
+    def _check_token_file(self, file: Path) -> str | None:
+        """The token file exists, is private to its owner and holds a token worth the name.
+
+        Checked by the daemon's full parse (`check`, start, reload), not by the CLI's reading
+        of the `api` section: an operator's CLI may not be allowed to read the file.
+        """
+        path: KeyPath = ("api", "token_file")
+        try:
+            mode = file.stat().st_mode
+            token = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+            self.problem(path, f"cannot read token file {str(file)!r}: {reason}")
+            return None
+        if mode & 0o077:
+            self.problem(
+                path,
+                f"token file {str(file)!r} is open to group or others "
+                f"(mode {mode & 0o777:04o}; chmod 600 it)",
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            self.problem(
+                path,
+                f"the token in {str(file)!r} is {len(token)} characters long; use at least "
+                f"{MIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`)",
+            )
+        return hashlib.sha256(token.encode()).hexdigest()
 
     def _systemd(self, data: dict[str, Any]) -> SystemdConfig:
         path: KeyPath = ("systemd",)
@@ -1393,11 +1478,12 @@ class _Parser:
             self.problem(path, f"cannot read env file {str(file)!r}: {reason}")
             return {}
         out, bad = parse_env_file(text)
-        for number, line in bad:
+        for number, _line in bad:
+            # Never echo the line: it may hold a password (this reaches logs and the API).
             self.problems.append(
                 ConfigProblem(
                     format_path(path),
-                    f"invalid line in env file (expected KEY=VALUE): {line.strip()[:60]!r}",
+                    "invalid line in env file (expected KEY=VALUE; not shown, it may be secret)",
                     str(file),
                     number,
                 )
@@ -1802,20 +1888,6 @@ def parse_env_file(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
             value = value[1:-1]
         out[key] = value
     return out, bad
-
-
-def describe_yaml_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str]:
-    """The line of a YAML syntax error and a message naming its column (and, for `{{ … }}`
-    on that line, the likely cause: an unrendered template)."""
-    mark = exc.problem_mark or exc.context_mark
-    what = ": ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-    if mark is None:
-        return None, f"YAML syntax error: {what}"
-    message = f"YAML syntax error at column {mark.column + 1}: {what}"
-    lines = text.splitlines()
-    if mark.line < len(lines) and "{{" in lines[mark.line]:
-        message += " (a template expression {{ … }}: render the template first)"
-    return mark.line + 1, message
 
 
 def _holds_pem_certificate(data: bytes) -> bool:

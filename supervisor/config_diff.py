@@ -54,9 +54,20 @@ def _not_applied(old: StackConfig, new: StackConfig) -> tuple[str, ...]:
     notes = []
     if old.project != new.project:
         notes.append("project renamed: takes effect after `down` and a daemon restart")
-    # The event history's length is applied live (`EventLog.resize`); the rest needs a restart.
+    # The event history's length is applied live (`EventLog.resize`); the rest needs a restart,
+    # and the old listener and token stay in force until then: say so, never "nothing to change".
     if replace(old.api, events_keep=0) != replace(new.api, events_keep=0):
-        notes.append("api settings changed: take effect when the daemon restarts")
+        changed = [
+            f"api.{name}"
+            for name in ("listen", "token_file", "socket_mode", "socket_group", "allowed_hosts")
+            if getattr(old.api, name) != getattr(new.api, name)
+        ]
+        if old.api.token_digest != new.api.token_digest:
+            changed.append("the token in api.token_file")
+        notes.append(
+            f"{', '.join(changed)} changed: not applied until the daemon restarts "
+            "(the old settings stay in force)"
+        )
     for name in old.networks.keys() & new.networks.keys():
         if old.networks[name] != new.networks[name]:
             notes.append(

@@ -173,6 +173,14 @@ class Supervisor(StackObserver):
             log.info("reload started", config=str(self.config_path))
             try:
                 result = await self._validate_and_apply()
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("reload failed; the running config stays", error=error, exc_info=True)
+                if self.stack is not None:
+                    self.config = self.stack.config  # as far as an apply got
+                result = ReloadResult(
+                    False, time.time(), "reload failed; the running config stays", errors=(error,)
+                )
             finally:
                 self.state = (
                     previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
@@ -238,6 +246,8 @@ class Supervisor(StackObserver):
             at=time.time(),
             message="applied"
             if not diff.empty
+            else "nothing applied live: some changes need a daemon restart (see notes)"
+            if diff.not_applied
             else "the running config already matches the file (nothing to change)",
             added=diff.added,
             removed=diff.removed,

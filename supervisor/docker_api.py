@@ -96,6 +96,7 @@ class ContainerInfo:
     addresses: Mapping[str, str] = field(default_factory=dict)
     image_id: str = ""  # the image ID the container was created from
     labels: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # RFC 3339, as the engine reports it
 
     @property
     def address(self) -> str | None:
@@ -155,7 +156,17 @@ def _to_info(attrs: Mapping[str, Any]) -> ContainerInfo:
         addresses={name: str(net.get("IPAddress") or "") for name, net in networks.items()},
         image_id=str(attrs.get("Image") or ""),
         labels={str(k): str(v) for k, v in labels.items()},
+        created=str(attrs.get("Created", "")),
     )
+
+
+def bind_list(spec: ContainerSpec) -> list[str]:
+    """Every mount as "source:target:mode", in order: a list, not a map keyed by source, so
+    one source mounted twice (or a file that is both a bind and a secret) stays two mounts."""
+    return [
+        f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
+        for m in (*spec.volume_mounts, *spec.bind_mounts)
+    ]
 
 
 def _translate(exc: Exception, what: str) -> DockerError:
@@ -332,10 +343,7 @@ class DockerRuntime:
                 port_bindings.setdefault(key, []).append(
                     (p.host_ip, p.host_port if p.host_port is not None else "")
                 )
-            binds: dict[str, Mapping[str, str]] = {
-                m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in (*spec.volume_mounts, *spec.bind_mounts)
-            }
+            binds = bind_list(spec)
             host_config = api.create_host_config(
                 binds=binds or None,
                 port_bindings=port_bindings or None,

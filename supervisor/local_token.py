@@ -28,7 +28,10 @@ def create_token(path: Path) -> str:
     path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     partial = path.with_suffix(".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh file, never one planted there (or a symlink to one) by someone else.
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(token + "\n")
     partial.replace(path)

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.client import ApiClient, ApiRefused, ClientError, DaemonUnreachable, read_token_file
-from supervisor.config import DEFAULT_LISTEN, ConfigError, load_api_config, parse_duration
+from supervisor.config import (
+    DEFAULT_LISTEN,
+    ConfigError,
+    is_loopback_host,
+    load_api_config,
+    parse_duration,
+)
 from supervisor.local_token import generated_token_path
 from supervisor.status_table import reload_report, render, update_report
 from supervisor.watch_commands import add_watch_commands
@@ -32,20 +38,35 @@ AddCommand = Callable[[str, str], argparse.ArgumentParser]
 
 
 def _client(args: argparse.Namespace, config_path: Path, config_given: bool) -> ApiClient:
-    """Where the daemon listens and which token to send."""
+    """Where the daemon listens and which token to send.
+
+    A token the operator did not name (`api.token_file`, or the one the daemon generated) goes
+    only to the address the config names or to a loopback address, never to an address typed
+    after `--api`: that could be anyone's.
+    """
     address, token_file = args.api, args.token_file
-    if address is None:
-        if config_given or config_path.exists():
+    configured: str | None = None
+    if config_given or config_path.exists():
+        try:
             api = load_api_config(config_path)
-            address = api.listen
-            token_file = token_file or api.token_file
-        else:
-            address = DEFAULT_LISTEN
+        except ConfigError:
+            if address is None:
+                raise
+            api = None  # `--api` names the daemon; the config could only have lent a token
+        if api is not None:
+            configured = api.listen
+            address = address or api.listen
+            if token_file is None and _same_address(address, api.listen):
+                token_file = api.token_file
+    address = address or DEFAULT_LISTEN
+    loopback = is_loopback_host(address.rpartition(":")[0])
     token = None
-    if token_file is None and not address.startswith("unix://"):
+    if token_file is None and not address.startswith("unix://") and loopback:
         generated = generated_token_path(address)
         # The daemon made one for local use (no api.token_file configured).
         token_file = generated if generated.exists() else None
+    if args.token_file is None and not (loopback or _same_address(address, configured)):
+        token_file = None
     if token_file is not None and not address.startswith("unix://"):
         try:
             token = read_token_file(Path(token_file))
@@ -54,6 +75,10 @@ def _client(args: argparse.Namespace, config_path: Path, config_given: bool) -> 
             if args.token_file is not None:
                 raise
     return ApiClient(address, token)
+
+
+def _same_address(address: str, other: str | None) -> bool:
+    return other is not None and address.strip().lower() == other.strip().lower()
 
 
 def _run(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -15,6 +17,7 @@ from supervisor.config_diff import ConfigDiff
 from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.docker_api import (
     ContainerEvent,
+    ContainerInfo,
     DockerError,
     DockerRuntime,
     StreamLost,
@@ -155,6 +158,8 @@ class Stack:
         await self._prepare(new)
         leaving = set(diff.removed) | set(diff.recreated)
         was = {name: self.board.state(name) for name in leaving}
+        # An operator's stop outlives a reload that recreates the service.
+        kept_stopped = {n for n in diff.recreated if self.runners[n].machine.operator_stopped}
         await self._stop_services(leaving, self.graph)
         for name in (*diff.removed, *diff.recreated):
             runner = self.runners.pop(name)
@@ -170,6 +175,8 @@ class Stack:
         for name in new.services:
             if name in diff.added or name in diff.recreated:
                 runner = self.runners[name] = self._runner(new, name)
+                if name in kept_stopped:
+                    runner.post(StopRequested(by_operator=True))  # handled before anything else
                 self._launch(runner)
                 if name in was:
                     # Lets `restart: true` dependents follow the recreated service.
@@ -239,7 +246,6 @@ class Stack:
             existing = await self._runtime.list_project_containers(self.config.project)
         except DockerError as exc:
             raise StackError(str(exc)) from exc
-        running = {c.service for c in existing if c.running}
         for info in existing:
             if info.service in self.runners:
                 pinned = info.labels.get(LABEL_PINNED_IMAGE)
@@ -256,8 +262,12 @@ class Stack:
                 await self._runtime.remove_container(info.id)
             except DockerError as exc:
                 log.error("could not remove container", service=info.service, error=str(exc))
+        by_service = {c.service: c for c in existing}
         for name, runner in self.runners.items():
-            if runner.machine.is_job and self.graph.transitive_dependents(name) & running:
+            deps = self.config.services[name].depends_on
+            if runner.machine.is_job and completed_since(
+                by_service.get(name), [by_service.get(d) for d in deps]
+            ):
                 runner.adopt_completed_job = True
 
     async def _watch_events(self) -> None:
@@ -379,3 +389,33 @@ async def remove_stack(
         for name in config.volumes:
             await runtime.remove_volume(volume_name(config, name))
             log.warning("volume removed", volume=volume_name(config, name))
+
+
+def completed_since(job: ContainerInfo | None, dependencies: list[ContainerInfo | None]) -> bool:
+    """Whether a job's container finished with 0 after each of its dependencies' containers
+    was created: then a restarted daemon adopts it as completed instead of running it again.
+
+    A job runs once per creation of what it depends on (a migration, a copy into a volume), not
+    once per daemon start; a dependency recreated since (config change, removed by hand) makes
+    it run again. Times it cannot read count as "not proven": the job runs.
+    """
+    if job is None or job.running or job.exit_code != 0:
+        return False
+    finished = _instant(job.finished_at)
+    if finished is None:
+        return False
+    for dep in dependencies:
+        created = None if dep is None else _instant(dep.created)
+        if created is None or created > finished:
+            return False
+    return True
+
+
+def _instant(stamp: str) -> float | None:
+    """Docker's RFC 3339 time (nanoseconds, `Z`) as epoch seconds; None if unreadable."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if match is None or stamp.startswith("0001-"):
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    whole = dt.datetime.fromisoformat(match.group(1) + zone).timestamp()
+    return whole + float(f"0.{match.group(2) or 0}")

@@ -21,6 +21,13 @@ PROJECT_LABEL = "io.ovpn-supervisor.project"
 SERVICE_LABEL = "io.ovpn-supervisor.service"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_fixture_tokens() -> None:
+    """The config refuses a token file others may read; git does not keep file modes."""
+    for token in (REPO_ROOT / "tests" / "fixtures").rglob("*token*"):
+        token.chmod(0o600)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A docker-py client for the real engine; fails (never skips) when it is unreachable."""

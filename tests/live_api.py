@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +73,19 @@ def stack_config(project: str, secret_file: Path, token_file: Path, port: int) -
 
 
 @contextmanager
-def live_api(tmp_path: Path, project: str) -> Iterator[LiveApi]:
-    """Start the daemon on a small stack; stopped (SIGTERM) on exit."""
+def live_api(
+    tmp_path: Path, project: str, wrap: Callable[[list[str]], list[str]] | None = None
+) -> Iterator[LiveApi]:
+    """Start the daemon on a small stack (its command line passed through `wrap`, if given);
+    stopped (SIGTERM) on exit."""
     secret = tmp_path / "db_password"
     secret.write_text(CANARY_SECRET + "\n")
     token_file = tmp_path / "api_token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     port = free_port()
     path = write_config(tmp_path, stack_config(project, secret, token_file, port))
-    with running_daemon(path, tmp_path / "daemon.log") as daemon:
+    with running_daemon(path, tmp_path / "daemon.log", wrap=wrap) as daemon:
         live = LiveApi(daemon, f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", path, token_file)
         live.wait_all_up()
         yield live

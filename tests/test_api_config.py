@@ -46,6 +46,8 @@ def test_non_loopback_listen_needs_a_token_file(tmp_path: Path, listen: str) -> 
     assert found == [
         f"line 4: api.listen: '{listen}' is not a loopback address: set api.token_file as well"
     ]
+    (tmp_path / "tok").write_text("a-token-of-16-chars-or-more\n")
+    (tmp_path / "tok").chmod(0o600)
     api = parse_config(
         HEAD + f"api: {{listen: '{listen}', token_file: tok}}\n", base_dir=tmp_path
     ).api

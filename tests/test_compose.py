@@ -310,11 +310,17 @@ def test_env_files_read_as_compose_reads_them(tmp_path: Path) -> None:
     assert stack.services["app"].environment["URL"] == "https://other/"
 
 
-def test_env_file_with_a_broken_expression_names_file_and_line(tmp_path: Path) -> None:
+def test_env_file_with_a_broken_expression_names_file_line_and_key_only(tmp_path: Path) -> None:
     (tmp_path / "app.env").write_text("A=1\nB=${UNCLOSED\n")
     found = errors(tmp_path, "name: p\nservices:\n  app: {image: x, env_file: app.env}\n")
+    # The value is never echoed: it may be a password.
     assert found == [
-        ("services.app.env_file", 3, f"{tmp_path / 'app.env'}:2: unclosed '${{' in '${{UNCLOSED'")
+        (
+            "services.app.env_file",
+            3,
+            f"{tmp_path / 'app.env'}:2: B: invalid '$' expression or required variable unset "
+            "(value not shown; write '$$' for a literal '$')",
+        )
     ]
 
 
