@@ -128,6 +128,7 @@ _DURATION_BOUNDS: dict[tuple[str, ...], tuple[float, float]] = {
     ("health", "start_interval"): (0.1, _HOUR),
     ("backoff", "initial"): (0.01, _HOUR),
     ("backoff", "max"): (0.01, _DAY),
+    ("backoff", "first"): (0.0, _HOUR),
     ("limit", "window"): (1.0, 7 * _DAY),
     ("restart", "reset_after"): (1.0, 7 * _DAY),
     ("stop", "timeout"): (0.0, _HOUR),
@@ -271,6 +272,9 @@ class RestartConfig:
     policy: RestartPolicy = RestartPolicy.ON_FAILURE
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
+    # The delay of the first restart after a run longer than `reset_after` (as Kubernetes
+    # does): a long-lived service that crashes once comes back at once.
+    backoff_first: float = 0.0
     limit_count: int = 10
     limit_window: float = 600.0
     reset_after: float = 600.0
@@ -1218,11 +1222,12 @@ class _Parser:
         if data.get("policy") is not None:
             policy = self.choice(data["policy"], (*path, "policy"), RestartPolicy, policy)
         backoff = self.mapping(data.get("backoff"), (*path, "backoff"))
-        self.keys(backoff, (*path, "backoff"), ("initial", "max"))
+        self.keys(backoff, (*path, "backoff"), ("first", "initial", "max"))
         limit = self.mapping(data.get("limit"), (*path, "limit"))
         self.keys(limit, (*path, "limit"), ("count", "window"))
         initial = self._dur(backoff, "initial", (*path, "backoff"), base.backoff_initial)
         maximum = self._dur(backoff, "max", (*path, "backoff"), base.backoff_max)
+        first = self._dur(backoff, "first", (*path, "backoff"), base.backoff_first, positive=False)
         if maximum < initial:
             self.problem(
                 (*path, "backoff", "max" if "max" in backoff else "initial"),
@@ -1235,6 +1240,7 @@ class _Parser:
             policy=policy,
             backoff_initial=initial,
             backoff_max=maximum,
+            backoff_first=first,
             limit_count=count,
             limit_window=self._dur(limit, "window", (*path, "limit"), base.limit_window),
             reset_after=self._dur(data, "reset_after", path, base.reset_after),

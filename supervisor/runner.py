@@ -335,7 +335,13 @@ class ServiceRunner:
                     self._backoff.cancel()
                     self._backoff = None
             case WaitForDependencies():
-                self._watch_dependencies()
+                ready = self._dependencies_verdict()
+                if ready is not None and (self._deps_task is None or self._deps_task.done()):
+                    # Already decided (an immediate restart, mostly): act now rather than
+                    # through a task and the inbox, behind whatever else the loop has queued.
+                    await self._apply(ready)
+                else:
+                    self._watch_dependencies()
 
     # -- containers -----------------------------------------------------------------------
 
@@ -550,17 +556,17 @@ class ServiceRunner:
             return
         self._deps_task = asyncio.create_task(self._await_dependencies(), name=f"deps-{self.name}")
 
-    async def _await_dependencies(self) -> None:
+    def _dependencies_verdict(self) -> Event | None:
+        """DependencyFailed or DependenciesMet once the dependencies decide it, else None."""
         deps = self.service.depends_on
+        for name in deps:
+            if condition_broken(self._board.state(name)):
+                return DependencyFailed(name)
+        if all(condition_met(d.condition, self._board.state(n)) for n, d in deps.items()):
+            return DependenciesMet()
+        return None
 
-        def verdict() -> Event | None:
-            for name in deps:
-                if condition_broken(self._board.state(name)):
-                    return DependencyFailed(name)
-            if all(condition_met(d.condition, self._board.state(n)) for n, d in deps.items()):
-                return DependenciesMet()
-            return None
-
-        event: Event = await self._board.wait_for(verdict)
+    async def _await_dependencies(self) -> None:
+        event: Event = await self._board.wait_for(self._dependencies_verdict)
         if self.machine.state in (State.PENDING, State.RESTARTING):
             self.post(event)

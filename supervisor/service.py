@@ -438,11 +438,33 @@ class ServiceMachine:
         self.restart_times.append(now)
         self.restarts += 1
         self.last_restart_cause = cause
-        delay = min(limit.backoff_initial * 2**self.backoff_step, limit.backoff_max)
-        self.backoff_step += 1
+        if self._ran_long(now):
+            # A crash after a long run is the first of its kind: `backoff.first` (0s unless
+            # configured), and the exponential backoff starts over from the next crash.
+            self.backoff_step = 0
+            delay = limit.backoff_first
+        else:
+            delay = min(limit.backoff_initial * 2**self.backoff_step, limit.backoff_max)
+            self.backoff_step += 1
+        if delay <= 0:
+            # -> RESTARTING: stop (if still up) and start again as soon as dependencies allow
+            self._move(State.RESTARTING, f"{why}; restart {self.restarts} at once", now)
+            return [*stop, WaitForDependencies()]
         # -> RESTARTING: stop (if still up), wait out the backoff, start again
         self._move(State.RESTARTING, f"{why}; restart {self.restarts} in {delay:g}s", now)
         return [*stop, ScheduleBackoff(delay)]
+
+    def _ran_long(self, now: float) -> bool:
+        """Whether the container that just went down had run for `reset_after` or longer.
+
+        Only a run counts: a start that failed after an earlier long run is not another
+        first crash, so a broken image still backs off.
+        """
+        return (
+            self.state in CONTAINER_UP
+            and self.started_at is not None
+            and now - self.started_at >= self.service.restart.reset_after
+        )
 
     def _stop(self, by_operator: bool, now: float) -> list[Action]:
         self.operator_stopped = by_operator

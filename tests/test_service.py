@@ -178,8 +178,10 @@ def test_backoff_resets_after_staying_healthy() -> None:
     m.handle(ContainerStarted("c1"), 2)
     m.handle(ProbeSucceeded(), 3)
     m.handle(ProbeSucceeded(), 200)  # healthy for longer than reset_after
-    actions = m.handle(ContainerExited(1), 201)
-    assert ScheduleBackoff(1.0) in actions
+    m.handle(ContainerExited(1), 201)  # the first crash after a long run: at once
+    m.handle(ContainerStarted("c1"), 201)
+    actions = m.handle(ContainerExited(1), 202)
+    assert ScheduleBackoff(1.0) in actions  # not 2s or 4s: the earlier crashes are forgotten
 
 
 def test_crash_loop_limit_fails_the_service() -> None:
@@ -352,3 +354,77 @@ def test_pending_to_completed_for_a_job_found_completed() -> None:
     assert m.handle(JobFoundCompleted("c0"), 0) == []
     assert m.state is State.COMPLETED
     assert m.take_transitions()[-1][:2] == (State.PENDING, State.COMPLETED)
+
+
+def _crash_after(machine: ServiceMachine, ran: float, now: float) -> tuple[list[object], float]:
+    """Start the container at `now`, let it run `ran` seconds, crash it; (actions, when)."""
+    machine.handle(DependenciesMet(), now)
+    machine.handle(ContainerStarted("c1"), now)
+    return list(machine.handle(ContainerExited(1), now + ran)), now + ran
+
+
+@pytest.mark.parametrize(
+    ("first", "runs", "expected"),
+    [
+        # reset_after is 100s. A long run, then crashes at once: first restart immediate,
+        # backoff (1s, 2s, ...) from the second crash on.
+        ("", [150, 1, 1], [WaitForDependencies(), ScheduleBackoff(1.0), ScheduleBackoff(2.0)]),
+        # Exactly reset_after counts as long.
+        ("", [100], [WaitForDependencies()]),
+        # Short runs only: the exponential backoff as before.
+        ("", [5, 1, 1], [ScheduleBackoff(1.0), ScheduleBackoff(2.0), ScheduleBackoff(4.0)]),
+        # A short run, then a long one: the long run starts the count over.
+        ("", [5, 150, 1], [ScheduleBackoff(1.0), WaitForDependencies(), ScheduleBackoff(1.0)]),
+        # Two long runs in a row: each first crash is immediate.
+        ("", [150, 150], [WaitForDependencies(), WaitForDependencies()]),
+        # `backoff.first` configured: that delay instead of none.
+        ("first: 3s", [150, 1], [ScheduleBackoff(3.0), ScheduleBackoff(1.0)]),
+    ],
+)
+def test_first_restart_after_a_long_run(
+    first: str, runs: list[float], expected: list[object]
+) -> None:
+    backoff = f"{{initial: 1s, max: 8s, {first}}}" if first else "{initial: 1s, max: 8s}"
+    svc = service(
+        f"restart: {{backoff: {backoff}, limit: {{count: 100, window: 1h}}}}\n", probe=False
+    )
+    m = ServiceMachine(svc)
+    now, got = 0.0, []
+    for ran in runs:
+        actions, now = _crash_after(m, ran, now)
+        assert m.state is State.RESTARTING
+        got.append(actions[-1])
+        if isinstance(actions[-1], ScheduleBackoff):
+            m.handle(BackoffElapsed(), now)
+    assert got == expected
+    assert m.restarts == len(runs)
+
+
+def test_immediate_restart_says_so_and_starts_once_dependencies_are_met() -> None:
+    m = ServiceMachine(service(probe=False))
+    _crash_after(m, 150, 0)
+    assert m.reason == "exited with code 1; restart 1 at once"
+    assert m.handle(DependenciesMet(), 150) == [StartContainer()]
+
+
+def test_unhealthy_after_a_long_run_stops_then_restarts_at_once() -> None:
+    m = healthy(ServiceMachine(service()), now=1)
+    for t in (150, 155, 160):
+        actions = m.handle(ProbeFailed("HTTP 500"), t)
+    assert actions == [StopContainer("unhealthy (HTTP 500)"), WaitForDependencies()]
+
+
+def test_start_failure_after_an_immediate_restart_backs_off() -> None:
+    # The failed start is not another long run: a broken image must not restart in a tight loop.
+    m = ServiceMachine(service(probe=False))
+    _crash_after(m, 150, 0)
+    m.handle(DependenciesMet(), 150)
+    assert m.handle(StartFailed("no such image"), 150) == [ScheduleBackoff(1.0)]
+
+
+def test_crash_loop_limit_still_applies_to_immediate_restarts() -> None:
+    m = ServiceMachine(service("restart: {limit: {count: 1, window: 1h}}\n", probe=False))
+    assert _crash_after(m, 150, 0)[0] == [WaitForDependencies()]
+    _crash_after(m, 150, 150)  # a second restart within the hour is one too many
+    assert m.state is State.FAILED
+    assert "crash loop" in m.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -297,3 +298,43 @@ def test_changed_config_recreates_and_orphans_are_removed_on_start(
         second.wait_for(
             lambda: containers.inspect("worker") is None, timeout=30, what="orphan removed"
         )
+
+
+def test_first_crash_after_a_long_run_restarts_at_once_then_backs_off(
+    tmp_path: Path, project_name: str, stand_in_image: str, docker_client: docker.DockerClient
+) -> None:
+    # A backoff of an hour: any restart within the test is the immediate one.
+    config = stack(project_name, stand_in_image)
+    config["services"] = {"app": {"image": stand_in_image}}
+    config["defaults"]["restart"] = {
+        "policy": "always",
+        "backoff": {"initial": "1h", "max": "1h"},
+        "reset_after": "1s",
+    }
+    containers = Containers(docker_client, project_name)
+    with running_daemon(write_config(tmp_path, config), tmp_path / "daemon.log") as daemon:
+        daemon.wait_states({"app": "running"}, timeout=60)
+        up_since = time.monotonic()
+        # Running for longer than reset_after is the precondition itself, not a stand-in for
+        # an event.
+        daemon.wait_for(
+            lambda: time.monotonic() - up_since > 1.5, timeout=5, what="app up for 1.5s"
+        )
+        before = containers.identity("app")
+        docker_client.containers.get(f"{project_name}-app").kill()
+        daemon.wait_for(
+            lambda: containers.running_again("app", before),
+            timeout=30,
+            what="app running again at once after a long run",
+        )
+        assert "restart 1 at once" in restarts_logged(daemon, "app")[0]["reason"]
+        # Killed again right away: a short run, so the backoff applies from this second crash.
+        daemon.wait_states({"app": "running"}, timeout=30)
+        docker_client.containers.get(f"{project_name}-app").kill()
+        record = daemon.wait_logged(
+            lambda r: r.get("service") == "app" and "restart 2 in" in str(r.get("reason")),
+            timeout=30,
+            what="second restart scheduled",
+        )
+        assert record["new"] == "restarting"
+        assert "restart 2 in 3600s" in record["reason"]
