@@ -1,29 +1,35 @@
 """API latency under load: N stand-in services supervised, 200 req/s on /v1/status and /metrics.
 
-    .venv/bin/python bench/api_load.py [--services 200] [--rate 200] [--seconds 20]
+    .venv/bin/python bench/api_load.py [--services 200] [--rate 200] [--seconds 20] [--rounds 3]
 
-Starts a real daemon on a generated config, waits until every service is healthy, then a second
-process sends an open-loop load (requests at a fixed pace, not waiting on each other) to one path
-at a time and reports p50/p99 latency; the daemon's CPU is read from /proc over each window.
-Targets: /v1/status p99 <= 10 ms, /metrics p99 <= 20 ms. Needs the stand-in image
-(scripts/build-stand-in-image). Everything it starts is removed afterwards.
+Starts a real daemon on a generated config, waits until every service is healthy, then Debian's
+`hey` (scripts/ensure-bench-tools installs it) sends the load, 10 workers each at rate/10, to one
+path at a time; p50/p99 come from hey's per-request CSV; the daemon's CPU is read from /proc
+over each window. Each round is followed by the same load on a peer: a bare aiohttp server
+answering the same bytes (what this machine allows right now). Targets: /v1/status p99 <= 10 ms,
+/metrics p99 <= 20 ms. Needs the stand-in image (scripts/build-stand-in-image). Everything it
+starts is removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import csv
+import io
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 from common import free_port, wait_stack_up
 
@@ -57,78 +63,120 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(url: str, rate: float, seconds: float) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+# hey's workers each keep to a rate (-q is per worker), so 10 of them give the total rate while a
+# slow answer holds up only its own worker's next request.
+HEY_WORKERS = 10
 
-        async def one() -> None:
-            nonlocal errors
-            began = time.perf_counter()
-            try:
-                async with session.get(url) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-            except aiohttp.ClientError:
-                errors += 1
-            latencies.append(time.perf_counter() - began)
 
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        count = int(rate * seconds)
-        async with asyncio.TaskGroup() as group:
-            for i in range(count):
-                # Open loop: each request leaves at its slot, whatever the previous ones do.
-                delay = start + i / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                group.create_task(one())
-        elapsed = loop.time() - start
-    latencies.sort()
+def hey_load(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Load `url` at `rate` req/s for `seconds` with Debian's `hey` (a compiled generator: a
+    Python one adds its own scheduling delays to every latency); per-request CSV in, summary out.
+    """
+    hey = shutil.which("hey")
+    if hey is None:
+        raise SystemExit("hey not found: run scripts/ensure-bench-tools")
+    proc = subprocess.run(
+        [hey, "-z", f"{seconds:g}s", "-c", str(HEY_WORKERS), "-q", f"{rate / HEY_WORKERS:g}",
+         "-o", "csv", url],
+        capture_output=True, text=True, check=True, timeout=seconds * 5 + 60,
+    )  # fmt: skip
+    rows = list(csv.reader(io.StringIO(proc.stdout)))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    at, status, offset = (header.index(k) for k in ("response-time", "status-code", "offset"))
+    latencies = sorted(float(r[at]) for r in body)
+    elapsed = max(float(r[offset]) + float(r[at]) for r in body)
     return {
+        "load_generator": f"hey -c {HEY_WORKERS} -q {rate / HEY_WORKERS:g} -z {seconds:g}s",
         "requests": len(latencies),
-        "errors": errors,
+        "errors": sum(r[status] != "200" for r in body),
         "achieved_rate": len(latencies) / elapsed,
         "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
         "max_ms": latencies[-1] * 1000,
     }
 
 
-def load_main(url: str, rate: float, seconds: float) -> None:
-    """The second process: print the result as one JSON line."""
-    print(json.dumps(asyncio.run(_load(url, rate, seconds))))
+# The peer: the least an aiohttp server on this machine takes to answer the same bytes (the
+# body is fetched from the daemon once per route), so a loaded machine shows in both figures.
+PEER_SERVER = """
+import sys
+from aiohttp import web
+body, ctype = open(sys.argv[2], "rb").read(), sys.argv[3]
+async def answer(request):
+    return web.Response(body=body, headers={"Content-Type": ctype})
+app = web.Application()
+app.router.add_get("/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
 
 
-def measure(pid: int, base: str, rate: float, seconds: float) -> dict[str, Any]:
-    """Idle CPU, then each route under load from a second process, with the daemon's CPU."""
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def measure(pid: int, base: str, rate: float, seconds: float, rounds: int) -> dict[str, Any]:
+    """Idle CPU, then each route under load, ours and the peer server interleaved per round."""
     results: dict[str, Any] = {}
     idle_before = cpu_seconds(pid)
     time.sleep(5)
     results["daemon_cpu_idle_percent"] = round((cpu_seconds(pid) - idle_before) / 5 * 100, 1)
     for route, target in TARGETS.items():
-        cpu_before = cpu_seconds(pid)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--load", base + route, "--rate", str(rate),
-             "--seconds", str(seconds)],
-            capture_output=True, text=True, check=True, timeout=seconds * 5 + 60,
-        )  # fmt: skip
-        cpu = (cpu_seconds(pid) - cpu_before) / seconds * 100
-        outcome = json.loads(proc.stdout.strip().splitlines()[-1])
-        outcome["daemon_cpu_percent"] = round(cpu, 1)
-        outcome["target_p99_ms"] = target * 1000
-        outcome["p99_vs_target"] = round(outcome["p99_ms"] / (target * 1000), 2)
-        results[route] = outcome
+        with urllib.request.urlopen(base + route, timeout=30) as response:
+            body, ctype = response.read(), response.headers["Content-Type"]
+        with tempfile.NamedTemporaryFile(suffix=".body") as file:
+            file.write(body)
+            file.flush()
+            peer_port = free_port()
+            peer = subprocess.Popen(
+                [sys.executable, "-c", PEER_SERVER, str(peer_port), file.name, ctype]
+            )
+            try:
+                wait_listening(peer_port)
+                ours, peers = [], []
+                for _ in range(rounds):
+                    cpu_before = cpu_seconds(pid)
+                    outcome = hey_load(base + route, rate, seconds)
+                    outcome["daemon_cpu_percent"] = round(
+                        (cpu_seconds(pid) - cpu_before) / seconds * 100, 1
+                    )
+                    outcome["load_average"] = os.getloadavg()[0]
+                    ours.append(outcome)
+                    peer_url = f"http://127.0.0.1:{peer_port}{route}"
+                    peers.append(hey_load(peer_url, rate, seconds))
+            finally:
+                peer.terminate()
+                peer.wait(timeout=30)
+        p99s = [o["p99_ms"] for o in ours]
+        peer_p99s = [o["p99_ms"] for o in peers]
+        results[route] = {
+            "body_bytes": len(body),
+            "target_p99_ms": target * 1000,
+            "p99_ms_median": statistics.median(p99s),
+            "peer_p99_ms_median": statistics.median(peer_p99s),
+            "rounds": ours,
+            "peer_rounds": peers,
+        }
         print(
-            f"{route}: p50 {outcome['p50_ms']:.2f} ms, p99 {outcome['p99_ms']:.2f} ms "
-            f"(target {target * 1000:.0f} ms, ratio {outcome['p99_vs_target']}), "
-            f"max {outcome['max_ms']:.1f} ms, {outcome['achieved_rate']:.0f} req/s, "
-            f"errors {outcome['errors']}, daemon CPU {cpu:.0f}%",
+            f"{route} ({len(body)} B), {rounds} rounds: p99 ms ours {spread(p99s)}, "
+            f"peer {spread(peer_p99s)} (target {target * 1000:.0f} ms); "
+            f"p50 ms ours {spread([o['p50_ms'] for o in ours])}, "
+            f"peer {spread([o['p50_ms'] for o in peers])}; "
+            f"rate {spread([o['achieved_rate'] for o in ours])} req/s; "
+            f"errors {sum(o['errors'] for o in ours)}; "
+            f"daemon CPU % {spread([o['daemon_cpu_percent'] for o in ours])}; "
+            f"load average {spread([o['load_average'] for o in ours])}",
             flush=True,
         )
     return results
+
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"peer server on port {port} not listening after {timeout:g}s")
 
 
 def main() -> int:
@@ -136,11 +184,8 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: the load process
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.load:
-        load_main(args.load, args.rate, args.seconds)
-        return 0
 
     project = f"bench-api-{os.getpid()}"
     port = free_port()
@@ -160,7 +205,7 @@ def main() -> int:
         began = time.monotonic()
         wait_stack_up(base, daemon, timeout=900, log=work / "daemon.log", every=1)
         results["stack_up_seconds"] = round(time.monotonic() - began, 1)
-        results.update(measure(daemon.pid, base, args.rate, args.seconds))
+        results.update(measure(daemon.pid, base, args.rate, args.seconds, args.rounds))
         print(json.dumps(results, indent=2))
     finally:
         daemon.terminate()
