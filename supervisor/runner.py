@@ -136,6 +136,9 @@ class ServiceRunner:
         self._known: tuple[str, str] | None = None
         self._started_ns = 0
         self._oom_seen: str | None = None
+        # (container id, stop issued at ns, future) while a shutdown stop waits on the `die`.
+        self._die_wanted: tuple[str, int, asyncio.Future[None]] | None = None
+        self._stop_calls: set[asyncio.Future[None]] = set()
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -194,6 +197,9 @@ class ServiceRunner:
     ) -> None:
         """Route an engine event about this service's container."""
         if action == "die":
+            wanted = self._die_wanted
+            if wanted and wanted[0] == container_id and at_ns >= wanted[1] and not wanted[2].done():
+                wanted[2].set_result(None)  # a shutdown stop waits on this, not the call
             code = (attributes or {}).get("exitCode", "")
             exit_code = int(code) if code.lstrip("-").isdigit() else None
             self.post(_DockerNoticed(container_id, exit_code=exit_code, at_ns=at_ns))
@@ -319,12 +325,7 @@ class ServiceRunner:
                     self._log.info(
                         "stopping container", reason=reason, signal=self.service.stop.signal
                     )
-                    try:
-                        await self._runtime.stop_container(
-                            self.machine.container_id, self.service.stop.timeout
-                        )
-                    except DockerError as exc:
-                        self._log.error("stop failed", error=str(exc))
+                    await self._stop_container(self.machine.container_id)
                 self._cancel_probes()
                 await self._apply(ContainerStopped())
             case ScheduleBackoff(delay):
@@ -369,6 +370,40 @@ class ServiceRunner:
             created = await self._runtime.create_container(spec)
             self._known = (created, spec.config_hash)
             self._log.info("container created", container=created[:12], image=spec.image)
+
+    async def _stop_container(self, container_id: str) -> None:
+        """Stop the container: until the stop call returns, or while the stack shuts down,
+        until its `die` event, whichever comes first.
+
+        The engine answers a stop only after its clean-up (network, mounts), several times
+        longer than the exit itself under load; at shutdown that clean-up then overlaps the
+        next level's stops instead of delaying them. The call still runs to its end: `settle`
+        waits for it. Not for a restart or replacement, which must not race the engine."""
+        call = asyncio.ensure_future(
+            self._runtime.stop_container(container_id, self.service.stop.timeout)
+        )
+        call.add_done_callback(self._stop_call_done)
+        if self.machine.shutting_down and self.machine.state is State.STOPPING:
+            died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._die_wanted = (container_id, time.time_ns(), died)
+            try:
+                await asyncio.wait({call, died}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._die_wanted = None
+            if not call.done():
+                self._stop_calls.add(call)
+                call.add_done_callback(self._stop_calls.discard)
+                return
+        await asyncio.wait({call})
+
+    def _stop_call_done(self, call: asyncio.Future[None]) -> None:
+        if not call.cancelled() and call.exception() is not None:
+            self._log.error("stop failed", error=str(call.exception()))
+
+    async def settle(self) -> None:
+        """Wait for stop calls still running after their containers died (see above)."""
+        if self._stop_calls:
+            await asyncio.wait(set(self._stop_calls))
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.
