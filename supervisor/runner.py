@@ -131,6 +131,9 @@ class ServiceRunner:
         self._backoff: asyncio.TimerHandle | None = None
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
+        # Set by the stack's survey at start-up when the project has no container for this
+        # service: the first create needs no inspect first. Cleared once used.
+        self.container_absent = False
         self._ahead: asyncio.Task[None] | None = None
         # (container id, config hash) of the container this runner last made or started.
         self._known: tuple[str, str] | None = None
@@ -361,7 +364,7 @@ class ServiceRunner:
         if self.machine.state is not State.PENDING:
             return  # blocked or stopped meanwhile: nothing to prepare for
         spec = self.spec
-        info = await self._runtime.inspect_container(spec.name)
+        info = await self._inspect_unless_absent(spec.name)
         if info is not None and info.config_hash != spec.config_hash and not info.running:
             await self._runtime.remove_container(info.id)
             info = None
@@ -428,7 +431,7 @@ class ServiceRunner:
                 self._log.warning("known container cannot start", error=str(exc))
             else:
                 return known[0], False
-        info = await self._runtime.inspect_container(spec.name)
+        info = await self._inspect_unless_absent(spec.name)
         if info is not None and info.config_hash != spec.config_hash:
             self._log.info("recreating container: config changed", container=info.id[:12])
             if info.running:
@@ -462,6 +465,12 @@ class ServiceRunner:
         else:
             await self._start_known(container_id)
         return container_id, False
+
+    async def _inspect_unless_absent(self, name: str) -> ContainerInfo | None:
+        if self.container_absent:
+            self.container_absent = False
+            return None
+        return await self._runtime.inspect_container(name)
 
     async def _start_or_replace(self, container_id: str) -> str:
         """Start an existing stopped container; one the engine refuses to start is replaced.

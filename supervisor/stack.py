@@ -133,8 +133,12 @@ class Stack:
 
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
         """Start everything, supervise until `stop` is set, then stop in reverse order."""
-        await self._prepare(self.config)
-        await self._survey()
+        # Independent round trips: networks and volumes, and the look at what already runs.
+        for outcome in await asyncio.gather(
+            self._prepare(self.config), self._survey(), return_exceptions=True
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
         async with asyncio.TaskGroup() as group:
             self._group = group
             watcher = group.create_task(self._watch_events(), name="docker-events")
@@ -264,6 +268,8 @@ class Stack:
                 log.error("could not remove container", service=info.service, error=str(exc))
         by_service = {c.service: c for c in existing}
         for name, runner in self.runners.items():
+            # Nothing to inspect before its first start: the survey has just looked.
+            runner.container_absent = name not in by_service
             deps = self.config.services[name].depends_on
             if runner.machine.is_job and completed_since(
                 by_service.get(name), [by_service.get(d) for d in deps]
