@@ -6,9 +6,10 @@
 (a) crash -> running again: `/stand-in-ctl crash 3` in a stand-in, time from the engine's `die`
     event to its next `start` event of the same container. Ours (`restart: on-failure`, backoff
     `initial` = --backoff, `first` = --first or the default 0s, reset_after 10s) vs Docker's own
-    `--restart on-failure` on the same image. Docker's restart manager waits 100 ms before the
-    first restart, doubling each time, and resets after 10 s of running; so every round waits until both containers have run 10.5 s,
-    and both are measured on a fresh backoff. Same instrument (engine events) for both.
+    `--restart on-failure` on the same image and the same network. Docker's restart manager
+    waits 100 ms before the first restart, doubling each time, and resets after 10 s of running;
+    so every round waits until both containers have run 10.5 s, and both are measured on a fresh
+    backoff. Same instrument (engine events) for both.
 (b) health broken -> restart issued: `/stand-in-ctl fail` (HTTP 500 at once) and `hang` (no
     answer, so each probe takes its timeout), injected at a random phase of the probe loop, from the
     moment the exec returned to the daemon's `state changed ... new: restarting` log record; vs the
@@ -203,12 +204,17 @@ def bench_crash(
         )
         try:
             daemon.wait_states({"svc": "healthy"}, 60)
-            our_id = api.inspect_container(f"{name}-svc")["Id"]
+            ours_info = api.inspect_container(f"{name}-svc")
+            our_id = ours_info["Id"]
+            # On our container's network: a start then attaches the same kind of endpoint.
+            network = next(iter(ours_info["NetworkSettings"]["Networks"]))
             docker_id = api.create_container(
                 IMAGE,
                 name=f"{name}-docker",
                 labels={LABEL: name},
-                host_config=api.create_host_config(restart_policy={"Name": "on-failure"}),
+                host_config=api.create_host_config(
+                    restart_policy={"Name": "on-failure"}, network_mode=network
+                ),
             )["Id"]
             api.start(docker_id)
             for rnd in range(rounds):
