@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
-from supervisor.compose import load_compose, load_stack
+from supervisor.compose import load_compose
 from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
 from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
+from supervisor.stack_file import load_stack
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
 CONFIG_ENV = "OVPN_SUPERVISOR_CONFIG"

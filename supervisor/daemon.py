@@ -20,7 +20,6 @@ import structlog
 
 from supervisor import __version__
 from supervisor.backups import BackupError, resolve_backup
-from supervisor.compose import load_stack
 from supervisor.config import ConfigError, ConfigProblem, HttpProbe, StackConfig
 from supervisor.config_diff import diff_configs
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
@@ -30,6 +29,7 @@ from supervisor.probes import Prober, ProbeResult
 from supervisor.reload_queue import ReloadQueue
 from supervisor.service import State
 from supervisor.stack import Stack, StackError
+from supervisor.stack_file import load_stack
 from supervisor.status import Observers, ServiceStatus, StackObserver
 from supervisor.update_schedule import next_update
 from supervisor.updates import Updater, UpdateRequest, UpdateResult

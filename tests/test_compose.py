@@ -20,7 +20,6 @@ from supervisor.compose import (
     convert_compose,
     interpolate,
     load_compose,
-    load_stack,
     looks_like_compose,
     read_dotenv,
 )
@@ -36,6 +35,7 @@ from supervisor.config import (
     VolumeMount,
 )
 from supervisor.spec import container_spec, network_specs
+from supervisor.stack_file import load_stack
 
 # --------------------------------------------------------------------------- helpers
 
