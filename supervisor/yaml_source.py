@@ -69,7 +69,10 @@ class YamlDocument:
         while path:
             if path in self._by_text:
                 return self._by_text[path]
-            path = re.sub(r"(\[\d+\]|\.[^.\[]*)$", "", path)
+            parent = re.sub(r"(\[\d+\]|\.[^.\[]*)$", "", path)
+            if parent == path:  # a top-level key the file does not have
+                return None
+            path = parent
         return None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from supervisor.compose.converter import Converter
+from supervisor.compose.converter import OWN_EXTENSION, Converter
 from supervisor.compose.interpolation import InterpolationError, read_dotenv
 from supervisor.compose.report import ComposeImport
 from supervisor.config import ConfigError, ConfigProblem, StackConfig, parse_config
@@ -45,10 +45,19 @@ def load_compose(
         stack = parse_config(result.yaml_text(), base_dir=base)
     except ConfigError as exc:
         raise ConfigError(
-            ConfigProblem(p.path, p.message, str(result.source), document.line_of_text(p.path))
+            ConfigProblem(p.path, p.message, str(result.source), _line(document, p.path))
             for p in exc.problems
         ) from exc
     return stack, result
+
+
+def _line(document: YamlDocument, path: str) -> int | None:
+    """Where the Compose file has what our config has at `path`: at the same path, or (our own
+    settings: api, defaults) under the `x-ovpn-supervisor` extension."""
+    line = document.line_of_text(path)
+    if line is None and path:
+        line = document.line_of_text(f"{OWN_EXTENSION}.{path}")
+    return line
 
 
 def convert_compose(

@@ -3,13 +3,16 @@
 Every problem names its key path and, where the YAML says, its line; all problems are collected
 and raised together as one `ConfigError`, so an operator fixes a file in one pass.
 
-Hand-written checks over the parsed YAML rather than pydantic: the config has many short forms
-(ports, volumes, depends_on, durations) that need custom parsing anyway, and walking the data
-ourselves gives each problem the exact key path and line with no error-shape mapping.
+Validation is hand-written over the parsed YAML rather than done by pydantic: the config has
+many short forms (ports, volumes, depends_on, durations) that need custom parsing anyway, and
+walking the data ourselves gives each problem the exact key path, line and did-you-mean with no
+error-shape mapping. pydantic describes the file's shape (`schema`: typed, frozen models) for
+the JSON Schema that editors and `ovpn-supervisor schema` use; tests hold both to the same keys.
 
-The package, by concern: `model` (the frozen dataclasses), `problems`, `durations`, `readers`
-(typed readers over the YAML index of `supervisor.yaml_source`), `sections`, `services`,
-`probes`, `mounts`, `checks` (cross-service), `files`, `hashing` and `load`.
+The package, by concern: `model` (the frozen dataclasses the daemon reads), `problems`,
+`durations`, `keys`, `readers` (typed readers over the index of `supervisor.yaml_source`),
+`sections`, `services`, `probes`, `mounts`, `checks` (across services), `files`, `addresses`,
+`hashing`, `load` and `schema`.
 """
 
 from supervisor.config.addresses import UNIX_SCHEME, is_loopback_host
