@@ -42,19 +42,12 @@ class Readers:
         self.file = str(source) if source is not None else None
         self.base_dir = base_dir
         self.problems: list[ConfigProblem] = []
-        self.lines: dict[KeyPath, int] = {}
-        self.raw: dict[KeyPath, str] = {}
-
-    def line_of(self, path: KeyPath) -> int | None:
-        """Line of the node at `path`, else of its closest ancestor the YAML located."""
-        for end in range(len(path), -1, -1):
-            line = self.lines.get(path[:end])
-            if line is not None:
-                return line
-        return None
+        self.yaml = YamlDocument(None)
+        self.raw = self.yaml.raw
 
     def problem(self, path: KeyPath, message: str, line: int | None = None) -> None:
-        where = line if line is not None else self.line_of(path)
+        """A problem at `path`, on `line` or where the YAML puts `path` (or its parent)."""
+        where = line if line is not None else self.yaml.line_of(path)
         self.problems.append(ConfigProblem(format_path(path), message, self.file, where))
 
     # ---------------------------------------------------------------- YAML
@@ -74,7 +67,7 @@ class Readers:
 
     def use(self, document: YamlDocument) -> dict[str, Any] | None:
         """Read from an already parsed document: its index, its duplicate keys as problems."""
-        self.lines, self.raw = document.lines, document.raw
+        self.yaml, self.raw = document, document.raw
         for duplicate in document.duplicates:
             self.problem(
                 duplicate.path,
