@@ -11,11 +11,12 @@ import jsonschema
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from pydantic import BaseModel
 
 from supervisor import cli
-from supervisor.config import ConfigError, parse_config
-from supervisor.config.keys import PROBE_KEYS, SERVICE_KEYS, TIMING_KEYS, TOP_KEYS
-from supervisor.config.schema import MODELINE, ConfigFile, Health, Service, Timing
+from supervisor.config import ConfigError, parse_config, schema
+from supervisor.config.keys import PROBE_KEYS, SECTION_KEYS, SERVICE_KEYS, TIMING_KEYS, TOP_KEYS
+from supervisor.config.schema import MODELINE
 
 SCHEMA_FILE = REPO_ROOT / "config" / "supervisor.schema.json"
 SHIPPED = [
@@ -61,17 +62,50 @@ def test_a_shipped_config_names_the_schema_and_follows_it(
     assert errors == []
 
 
-@pytest.mark.parametrize(
-    ("model", "keys"),
-    [
-        (ConfigFile, TOP_KEYS),
-        (Service, SERVICE_KEYS),
-        (Timing, TIMING_KEYS),
-        (Health, (*TIMING_KEYS, *PROBE_KEYS)),
-    ],
-)
-def test_the_schema_has_the_keys_the_parser_reads(model: Any, keys: tuple[str, ...]) -> None:
-    assert sorted(model.model_fields) == sorted(keys)
+# Every model of the schema and the keys the parser allows where the model applies.
+MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "ConfigFile": TOP_KEYS,
+    "Service": SERVICE_KEYS,
+    "Timing": TIMING_KEYS,
+    "Health": (*TIMING_KEYS, *PROBE_KEYS),
+    "HttpProbeSpec": SECTION_KEYS["http"],
+    "TcpProbeSpec": SECTION_KEYS["tcp"],
+    "Backoff": SECTION_KEYS["backoff"],
+    "Limit": SECTION_KEYS["limit"],
+    "Restart": SECTION_KEYS["restart"],
+    "Stop": SECTION_KEYS["stop"],
+    "Defaults": SECTION_KEYS["defaults"],
+    "MountSpec": SECTION_KEYS["mount"],
+    "PortSpec": SECTION_KEYS["port"],
+    "DependencySpec": SECTION_KEYS["dependency"],
+    "Backup": SECTION_KEYS["backup"],
+    "Restore": SECTION_KEYS["restore"],
+    "Events": SECTION_KEYS["events"],
+    "Api": SECTION_KEYS["api"],
+    "Systemd": SECTION_KEYS["systemd"],
+    "Network": SECTION_KEYS["network"],
+    "Volume": SECTION_KEYS["volume"],
+    "Secret": SECTION_KEYS["secret"],
+    "Update": SECTION_KEYS["update"],
+    "Backups": SECTION_KEYS["backups"],
+}
+
+
+@pytest.mark.parametrize(("model", "keys"), MODEL_KEYS.items())
+def test_the_schema_has_the_keys_the_parser_reads(model: str, keys: tuple[str, ...]) -> None:
+    assert sorted(getattr(schema, model).model_fields) == sorted(keys)
+
+
+def test_every_model_is_held_to_the_parser() -> None:
+    models = {
+        name
+        for name, value in vars(schema).items()
+        if isinstance(value, type)
+        and issubclass(value, BaseModel)
+        and value.__module__ == schema.__name__
+        and not name.startswith("_")
+    }
+    assert models == set(MODEL_KEYS)
 
 
 BASE = {"version": 1, "project": "p", "services": {"web": {"image": "nginx"}}}

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from supervisor.config.checks import CrossChecks
-from supervisor.config.keys import TOP_KEYS
+from supervisor.config.keys import SECTION_KEYS, TOP_KEYS
 from supervisor.config.model import (
     NAME_RE,
     PROJECT_RE,
@@ -90,7 +90,7 @@ class _Parser(ServiceReaders, CrossChecks):
         self._check_ports(services)
         update = self._update(data.get("update"), ("update",))
         backups = self.mapping(data.get("backups"), ("backups",))
-        self.keys(backups, ("backups",), ("dir",))
+        self.keys(backups, ("backups",), SECTION_KEYS["backups"])
         backups_dir = self.optional(backups, "dir", ("backups",), self.string) or "backups"
 
         if any(s.networks and "default" in s.networks for s in services.values()):

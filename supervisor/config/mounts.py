@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from supervisor.config.addresses import valid_ip
+from supervisor.config.keys import SECTION_KEYS
 from supervisor.config.model import NAME_RE, Condition, Dependency, PortMapping, VolumeMount
 from supervisor.config.problems import KeyPath
 from supervisor.config.readers import Readers
@@ -29,7 +30,7 @@ class MountReaders(Readers):
                 out[name] = Dependency(self.choice(item, item_path, Condition, Condition.STARTED))
             else:
                 data = self.mapping(item, item_path)
-                self.keys(data, item_path, ("condition", "restart"))
+                self.keys(data, item_path, SECTION_KEYS["dependency"])
                 condition = Condition.STARTED
                 if data.get("condition") is not None:
                     condition = self.choice(
@@ -76,7 +77,7 @@ class MountReaders(Readers):
             source_path = target_path = path
         else:
             data = self.mapping(item, path)
-            self.keys(data, path, ("type", "source", "target", "read_only"), ("source", "target"))
+            self.keys(data, path, SECTION_KEYS["mount"], ("source", "target"))
             if "source" not in data or "target" not in data:
                 return None
             source_path, target_path = (*path, "source"), (*path, "target")
@@ -121,7 +122,7 @@ class MountReaders(Readers):
         if isinstance(item, str):
             return self._port_short(item, path)
         data = self.mapping(item, path)
-        self.keys(data, path, ("target", "published", "host_ip", "protocol"), ("target",))
+        self.keys(data, path, SECTION_KEYS["port"], ("target",))
         if "target" not in data:
             return None
         container = self.integer(data["target"], (*path, "target"), 0, 1, 65535)

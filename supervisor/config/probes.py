@@ -9,7 +9,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from supervisor.config.files import holds_pem_certificate, reason
-from supervisor.config.keys import PROBE_KEYS, TIMING_KEYS
+from supervisor.config.keys import PROBE_KEYS, SECTION_KEYS, TIMING_KEYS
 from supervisor.config.model import (
     ExecProbe,
     HealthConfig,
@@ -64,14 +64,14 @@ class ProbeReaders(SectionReaders):
             if isinstance(value, int) and not isinstance(value, bool):
                 return TcpProbe(self.integer(value, path, 0, 1, 65535))
             data = self.mapping(value, path)
-            self.keys(data, path, ("port",), required=("port",))
+            self.keys(data, path, SECTION_KEYS["tcp"], required=("port",))
             if "port" not in data:
                 return None
             return TcpProbe(self.integer(data["port"], (*path, "port"), 0, 1, 65535))
         return self._http_probe(self.mapping(value, path), path)
 
     def _http_probe(self, data: dict[str, Any], path: KeyPath) -> HttpProbe | None:
-        self.keys(data, path, ("port", "path", "url", "scheme", "tls_verify", "ca_file"))
+        self.keys(data, path, SECTION_KEYS["http"])
         if ("port" in data) == ("url" in data):
             self.problem(path, "needs exactly one of port or url")
             return None

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from supervisor.config.addresses import valid_listen
 from supervisor.config.files import reason as os_reason
-from supervisor.config.keys import TIMING_KEYS
+from supervisor.config.keys import SECTION_KEYS, TIMING_KEYS
 from supervisor.config.model import (
     DEFAULT_EVENTS_KEEP,
     DEFAULT_LISTEN,
@@ -55,7 +55,7 @@ class SectionReaders(Readers):
         return out
 
     def _network(self, data: dict[str, Any], path: KeyPath) -> NetworkConfig:
-        self.keys(data, path, ("internal", "driver", "name"))
+        self.keys(data, path, SECTION_KEYS["network"])
         internal = self.optional(data, "internal", path, self.boolean)
         driver = self.optional(data, "driver", path, self.string)
         name = self.optional(data, "name", path, self.string)
@@ -64,7 +64,7 @@ class SectionReaders(Readers):
         return NetworkConfig(internal=bool(internal), driver=driver or "bridge", name=name or None)
 
     def _volume(self, data: dict[str, Any], path: KeyPath) -> VolumeConfig:
-        self.keys(data, path, ("driver", "name"))
+        self.keys(data, path, SECTION_KEYS["volume"])
         driver = self.optional(data, "driver", path, self.string)
         name = self.optional(data, "name", path, self.string)
         if name is not None and not VOLUME_NAME_RE.match(name):
@@ -72,7 +72,7 @@ class SectionReaders(Readers):
         return VolumeConfig(driver=driver or "local", name=name or None)
 
     def _secret(self, data: dict[str, Any], path: KeyPath) -> SecretConfig:
-        self.keys(data, path, ("file",), required=("file",))
+        self.keys(data, path, SECTION_KEYS["secret"], required=("file",))
         file_value = self.optional(data, "file", path, self.string)
         if not file_value:
             return SecretConfig(file=self.base_dir)
@@ -88,11 +88,7 @@ class SectionReaders(Readers):
 
     def _api(self, data: dict[str, Any]) -> ApiConfig:
         path: KeyPath = ("api",)
-        self.keys(
-            data,
-            path,
-            ("listen", "token_file", "socket_mode", "socket_group", "events", "allowed_hosts"),
-        )
+        self.keys(data, path, SECTION_KEYS["api"])
         listen = self.optional(data, "listen", path, self.string)
         if listen is not None and not valid_listen(listen):
             self.problem(
@@ -139,7 +135,7 @@ class SectionReaders(Readers):
         if value is None:
             return DEFAULT_EVENTS_KEEP
         data = self.mapping(value, path)
-        self.keys(data, path, ("keep",))
+        self.keys(data, path, SECTION_KEYS["events"])
         keep = data.get("keep")
         if keep is None:
             return DEFAULT_EVENTS_KEEP
@@ -198,7 +194,7 @@ class SectionReaders(Readers):
 
     def _systemd(self, data: dict[str, Any]) -> SystemdConfig:
         path: KeyPath = ("systemd",)
-        self.keys(data, path, ("startup_timeout",))
+        self.keys(data, path, SECTION_KEYS["systemd"])
         base = SystemdConfig()
         return SystemdConfig(
             startup_timeout=self._dur(data, "startup_timeout", path, base.startup_timeout)
@@ -206,7 +202,7 @@ class SectionReaders(Readers):
 
     def _defaults(self, data: dict[str, Any]) -> Defaults:
         path: KeyPath = ("defaults",)
-        self.keys(data, path, ("health", "restart", "stop", "pull"))
+        self.keys(data, path, SECTION_KEYS["defaults"])
         health_data = self.mapping(data.get("health"), (*path, "health"))
         self.keys(health_data, (*path, "health"), TIMING_KEYS)
         health = self._timing(health_data, (*path, "health"), HealthTiming())
@@ -238,14 +234,14 @@ class SectionReaders(Readers):
         if isinstance(value, str | bool):
             value = {"policy": value}
         data = self.mapping(value, path)
-        self.keys(data, path, ("policy", "backoff", "limit", "reset_after"))
+        self.keys(data, path, SECTION_KEYS["restart"])
         policy = RestartPolicy.NO if is_job else base.policy
         if data.get("policy") is not None:
             policy = self.choice(data["policy"], (*path, "policy"), RestartPolicy, policy)
         backoff = self.mapping(data.get("backoff"), (*path, "backoff"))
-        self.keys(backoff, (*path, "backoff"), ("initial", "max"))
+        self.keys(backoff, (*path, "backoff"), SECTION_KEYS["backoff"])
         limit = self.mapping(data.get("limit"), (*path, "limit"))
-        self.keys(limit, (*path, "limit"), ("count", "window"))
+        self.keys(limit, (*path, "limit"), SECTION_KEYS["limit"])
         initial = self._dur(backoff, "initial", (*path, "backoff"), base.backoff_initial)
         maximum = self._dur(backoff, "max", (*path, "backoff"), base.backoff_max)
         if maximum < initial:
@@ -266,7 +262,7 @@ class SectionReaders(Readers):
         )
 
     def _stop(self, data: dict[str, Any], path: KeyPath, base: StopConfig) -> StopConfig:
-        self.keys(data, path, ("signal", "timeout"))
+        self.keys(data, path, SECTION_KEYS["stop"])
         sig = base.signal
         if data.get("signal") is not None:
             sig = self._signal(data["signal"], (*path, "signal"), sig)
@@ -278,7 +274,7 @@ class SectionReaders(Readers):
         if value is None:
             return None
         data = self.mapping(value, path)
-        self.keys(data, path, ("every", "at", "pull"), required=("every",))
+        self.keys(data, path, SECTION_KEYS["update"], required=("every",))
         every = self.duration(data["every"], (*path, "every"), 86400.0) if "every" in data else 0
         at = None
         if data.get("at") is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from supervisor.config.files import parse_env_file
 from supervisor.config.files import reason as os_reason
-from supervisor.config.keys import SERVICE_KEYS
+from supervisor.config.keys import SECTION_KEYS, SERVICE_KEYS
 from supervisor.config.model import (
     RESERVED_LABEL_PREFIX,
     BackupConfig,
@@ -111,7 +111,7 @@ class ServiceReaders(ProbeReaders, MountReaders):
         if value is None:
             return None
         data = self.mapping(value, path)
-        self.keys(data, path, ("exec", "keep"), required=("exec",))
+        self.keys(data, path, SECTION_KEYS["backup"], required=("exec",))
         keep = 7 if "keep" not in data else self.integer(data["keep"], (*path, "keep"), 7, 1)
         return BackupConfig(exec=self._exec_argv(data, path), keep=keep)
 
@@ -119,7 +119,7 @@ class ServiceReaders(ProbeReaders, MountReaders):
         if value is None:
             return None
         data = self.mapping(value, path)
-        self.keys(data, path, ("exec",), required=("exec",))
+        self.keys(data, path, SECTION_KEYS["restore"], required=("exec",))
         return RestoreConfig(exec=self._exec_argv(data, path))
 
     def _user(self, value: object, path: KeyPath) -> str | None:
