@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
+from supervisor.clock import Clock, Timer
 from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
@@ -105,7 +105,7 @@ class ServiceRunner:
         runtime: ContainerRuntime,
         prober: ProbeRunner,
         board: StateBoard,
-        clock: Callable[[], float],
+        clock: Clock,
         observer: StackObserver,
         gate: EngineGate,
         image: ImageChoice | None = None,
@@ -115,7 +115,7 @@ class ServiceRunner:
         # An exact image ID (update, rollback pin) instead of what the reference resolves to.
         self.image = image
         self.spec = container_spec(stack, service, image)
-        self.machine = ServiceMachine(service, since=clock())
+        self.machine = ServiceMachine(service, since=clock.monotonic())
         self.last_probe: ProbeResult | None = None
         self._runtime = runtime
         self._prober = prober
@@ -128,7 +128,7 @@ class ServiceRunner:
         self._address: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._deps_task: asyncio.Task[None] | None = None
-        self._backoff: asyncio.TimerHandle | None = None
+        self._backoff: Timer | None = None
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
         self._ahead: asyncio.Task[None] | None = None
@@ -152,7 +152,7 @@ class ServiceRunner:
             image=self.service.image,
             state=m.state,
             reason=m.reason,
-            since=time.time() - (self._clock() - m.since),
+            since=self._clock.wall() - (self._clock.monotonic() - m.since),
             container_id=m.container_id,
             restarts=m.restarts,
             last_exit_code=m.last_exit_code,
@@ -270,7 +270,7 @@ class ServiceRunner:
             self._observer.container_exited(
                 self.name, event.exit_code, event.oom_killed, event.removed
             )
-        actions = self.machine.handle(event, self._clock())
+        actions = self.machine.handle(event, self._clock.monotonic())
         for old, new, reason in self.machine.take_transitions():
             self._state_changed(old, new, reason)
         for action in actions:
@@ -297,7 +297,7 @@ class ServiceRunner:
                 # The engine is away or the stack has not caught up with it yet.
                 self._retry_when_engine_back(WaitForDependencies())
             case StartContainer():
-                began = self._clock()
+                began = self._clock.monotonic()
                 try:
                     container_id, completed = await self._start()
                 except DockerUnavailable as exc:
@@ -312,7 +312,7 @@ class ServiceRunner:
                     if completed:
                         await self._apply(JobFoundCompleted(container_id))
                     else:
-                        self._observer.container_started(self.name, self._clock() - began)
+                        self._observer.container_started(self.name, self._clock.monotonic() - began)
                         await self._apply(ContainerStarted(container_id))
             case StopContainer(reason):
                 if self.machine.container_id:
@@ -328,8 +328,7 @@ class ServiceRunner:
                 self._cancel_probes()
                 await self._apply(ContainerStopped())
             case ScheduleBackoff(delay):
-                loop = asyncio.get_running_loop()
-                self._backoff = loop.call_later(delay, self.post, BackoffElapsed())
+                self._backoff = self._clock.call_later(delay, lambda: self.post(BackoffElapsed()))
             case CancelBackoff():
                 if self._backoff is not None:
                     self._backoff.cancel()
@@ -446,7 +445,7 @@ class ServiceRunner:
 
     async def _start_known(self, container_id: str) -> None:
         # Engine events about this container from before this instant are about an earlier run.
-        self._started_ns = time.time_ns()
+        self._started_ns = self._clock.wall_ns()
         await self._runtime.start_container(container_id)
         self._known = (container_id, self.spec.config_hash)
         self._log.info("container started", container=container_id[:12])
@@ -531,9 +530,8 @@ class ServiceRunner:
         health = self.service.health
         assert health is not None
         target = ProbeTarget(container_id, self._address)
-        loop = asyncio.get_running_loop()
         while True:
-            began = loop.time()
+            began = self._clock.monotonic()
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(_ProbeDone(container_id, result))
             # Probe fast until the first success, then at the steady interval. At a fixed
@@ -541,7 +539,7 @@ class ServiceRunner:
             # detection would take retries x (interval + timeout).
             fast = self.machine.state is State.STARTING
             period = health.start_interval if fast else health.interval
-            await asyncio.sleep(max(0.0, began + period - loop.time()))
+            await self._clock.sleep(max(0.0, began + period - self._clock.monotonic()))
 
     # -- dependencies ---------------------------------------------------------------------
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from enum import StrEnum
+from typing import Protocol
 
 import structlog
 
+from supervisor.clock import SYSTEM_CLOCK, Clock
 from supervisor.config import StackConfig
 from supervisor.config_diff import ConfigDiff
 from supervisor.dependency_restarts import DependencyRestarts
@@ -25,8 +26,7 @@ from supervisor.docker_api import (
 )
 from supervisor.engine_gate import EngineGate
 from supervisor.graph import DependencyGraph
-from supervisor.probes import Prober
-from supervisor.runner import ServiceRunner
+from supervisor.runner import ContainerRuntime, ProbeRunner, ServiceRunner
 from supervisor.service import (
     QUIESCENT,
     RestartRequested,
@@ -61,6 +61,15 @@ CATCH_UP_TIMEOUT = 30.0
 APPLY_START_WAIT = 120.0
 
 
+class StackRuntime(ContainerRuntime, Protocol):
+    """The part of the Docker facade the stack uses, beyond its runners' part."""
+
+    async def ensure_network(self, spec: NetworkSpec) -> bool: ...
+    async def ensure_volume(self, spec: VolumeSpec) -> bool: ...
+    async def list_project_containers(self, project: str) -> list[ContainerInfo]: ...
+    def events(self, project: str) -> AsyncIterator[ContainerEvent | StreamReset | StreamLost]: ...
+
+
 class OperatorCommand(StrEnum):
     START = "start"
     STOP = "stop"
@@ -77,9 +86,9 @@ class Stack:
     def __init__(
         self,
         config: StackConfig,
-        runtime: DockerRuntime,
-        prober: Prober,
-        clock: Callable[[], float] = time.monotonic,
+        runtime: StackRuntime,
+        prober: ProbeRunner,
+        clock: Clock = SYSTEM_CLOCK,
         observers: Observers | None = None,
     ) -> None:
         self.config = config
@@ -299,7 +308,7 @@ class Stack:
 
     async def _resync_periodically(self) -> None:
         while True:
-            await asyncio.sleep(RESYNC_INTERVAL)
+            await self._clock.sleep(RESYNC_INTERVAL)
             self._resync()
 
     def _resync(self) -> None:
