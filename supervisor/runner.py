@@ -12,6 +12,17 @@ import structlog
 
 from supervisor.clock import Clock, Timer
 from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
+from supervisor.container_plan import (
+    Adopt,
+    KeepCompleted,
+    Nothing,
+    Plan,
+    Recreate,
+    Start,
+    known_container,
+    plan_ahead,
+    plan_start,
+)
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
 from supervisor.probes import ProbeResult, ProbeTarget
@@ -353,15 +364,11 @@ class ServiceRunner:
         if self.machine.state is not State.PENDING:
             return  # blocked or stopped meanwhile: nothing to prepare for
         spec = self.spec
-        info = await self._runtime.inspect_container(spec.name)
-        if info is not None and info.config_hash != spec.config_hash and not info.running:
-            await self._runtime.remove_container(info.id)
-            info = None
-        if info is None:
-            await self._ensure_image()
-            created = await self._runtime.create_container(spec)
-            self._known = (created, spec.config_hash)
-            self._log.info("container created", container=created[:12], image=spec.image)
+        plan = plan_ahead(spec.config_hash, await self._runtime.inspect_container(spec.name))
+        if isinstance(plan, Recreate):
+            await self._runtime.remove_container(plan.container_id)
+        if not isinstance(plan, Nothing):
+            await self._create()
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.
@@ -374,73 +381,66 @@ class ServiceRunner:
             with contextlib.suppress(DockerError):
                 await ahead  # any problem shows again below, where it counts
         known, self._known = self._known, None
-        if known is not None and known[1] == spec.config_hash:
+        known_id = known_container(spec.config_hash, known)
+        if known_id is not None:
             # A container this runner made or ran with the current config (made ahead, or
             # restarting): just start it, with no look-up first.
             try:
-                await self._start_known(known[0])
+                await self._start_known(known_id)
             except DockerUnavailable:
                 raise
             except DockerError as exc:
                 # Gone or changed out of band since: take the long way below.
                 self._log.warning("known container cannot start", error=str(exc))
             else:
-                return known[0], False
+                return known_id, False
         info = await self._runtime.inspect_container(spec.name)
-        if info is not None and info.config_hash != spec.config_hash:
-            self._log.info("recreating container: config changed", container=info.id[:12])
-            if info.running:
-                await self._runtime.stop_container(info.id, self.service.stop.timeout)
-            await self._runtime.remove_container(info.id)
-            info = None
-        if (
-            info is not None
-            and self.adopt_completed_job
-            and not info.running
-            and info.exit_code == 0
-        ):
-            # Its dependents are running from before the daemon restarted: running the job
-            # again would only repeat work they already rely on.
-            self.adopt_completed_job = False
-            self._log.info("completed job adopted", container=info.id[:12])
-            return info.id, True
-        if info is None:
-            await self._ensure_image()
-            container_id = await self._runtime.create_container(spec)
-            self._log.info("container created", container=container_id[:12], image=spec.image)
-        else:
-            container_id = info.id
-        if info is not None and info.running:
-            self._log.info("container adopted", container=container_id[:12])
-            self._known = (container_id, spec.config_hash)
-            started = await self._runtime.inspect_container(container_id)
-            self._address = started.address if started is not None else None
-        elif info is not None:
-            container_id = await self._start_or_replace(container_id)
-        else:
-            await self._start_known(container_id)
+        plan = plan_start(spec.config_hash, info, adopt_completed_job=self.adopt_completed_job)
+        if isinstance(plan, Start):
+            try:
+                await self._start_known(plan.container_id)
+            except DockerUnavailable:
+                raise
+            except DockerError as exc:
+                self._log.warning(
+                    "container cannot start; replacing it",
+                    container=plan.container_id[:12],
+                    error=str(exc),
+                )
+                plan = plan_start(spec.config_hash, info, refused=True)
+            else:
+                return plan.container_id, False
+        return await self._carry_out(plan)
+
+    async def _carry_out(self, plan: Plan) -> tuple[str, bool]:
+        """Perform a start plan other than a plain start: (container id, completed job)."""
+        match plan:
+            case KeepCompleted(container_id):
+                # Its dependents are running from before the daemon restarted: running the job
+                # again would only repeat work they already rely on.
+                self.adopt_completed_job = False
+                self._log.info("completed job adopted", container=container_id[:12])
+                return container_id, True
+            case Adopt(container_id):
+                self._log.info("container adopted", container=container_id[:12])
+                self._known = (container_id, self.spec.config_hash)
+                started = await self._runtime.inspect_container(container_id)
+                self._address = started.address if started is not None else None
+                return container_id, False
+            case Recreate(container_id, stop_first, why):
+                self._log.info(f"recreating container: {why}", container=container_id[:12])
+                if stop_first:
+                    await self._runtime.stop_container(container_id, self.service.stop.timeout)
+                await self._runtime.remove_container(container_id)
+        container_id = await self._create()
+        await self._start_known(container_id)
         return container_id, False
 
-    async def _start_or_replace(self, container_id: str) -> str:
-        """Start an existing stopped container; one the engine refuses to start is replaced.
-
-        An engine that died during a start can leave the container's task behind in
-        containerd ("task ... already exists" after it is back): that container never starts
-        again, while a new one from the same spec (same volumes) does.
-        """
-        try:
-            await self._start_known(container_id)
-        except DockerUnavailable:
-            raise
-        except DockerError as exc:
-            self._log.warning(
-                "container cannot start; replacing it", container=container_id[:12], error=str(exc)
-            )
-            await self._runtime.remove_container(container_id)
-            await self._ensure_image()
-            container_id = await self._runtime.create_container(self.spec)
-            self._log.info("container created", container=container_id[:12], image=self.spec.image)
-            await self._start_known(container_id)
+    async def _create(self) -> str:
+        await self._ensure_image()
+        container_id = await self._runtime.create_container(self.spec)
+        self._known = (container_id, self.spec.config_hash)
+        self._log.info("container created", container=container_id[:12], image=self.spec.image)
         return container_id
 
     async def _start_known(self, container_id: str) -> None:

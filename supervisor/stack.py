@@ -15,6 +15,7 @@ import structlog
 from supervisor.clock import SYSTEM_CLOCK, Clock
 from supervisor.config import StackConfig
 from supervisor.config_diff import ConfigDiff
+from supervisor.container_plan import Pin, pin_after_replace, pin_from_labels, runner_image
 from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.docker_api import (
     ContainerEvent,
@@ -36,9 +37,6 @@ from supervisor.service import (
     StopRequested,
 )
 from supervisor.spec import (
-    LABEL_PINNED_IMAGE,
-    LABEL_PINNED_REFERENCE,
-    LABEL_REJECTED_IMAGE,
     ImageChoice,
     NetworkSpec,
     VolumeSpec,
@@ -101,7 +99,7 @@ class Stack:
         self.observers = observers or Observers()
         # service -> (pinned image, the reference it was pinned for): rolled back there; kept
         # until an update succeeds.
-        self.pins: dict[str, tuple[ImageChoice, str]] = {}
+        self.pins: dict[str, Pin] = {}
         self.runners = {name: self._runner(config, name) for name in config.services}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -119,9 +117,7 @@ class Stack:
     def _runner(
         self, config: StackConfig, name: str, image: ImageChoice | None = None
     ) -> ServiceRunner:
-        pin = self.pins.get(name)
-        if image is None and pin is not None and pin[1] == config.services[name].image:
-            image = pin[0]  # a reload must not bring the bad one back
+        image = runner_image(config.services[name].image, image, self.pins.get(name))
         return ServiceRunner(
             config,
             config.services[name],
@@ -220,8 +216,9 @@ class Stack:
         if info is not None:
             # One container per service, always: the old one goes before the new one is made.
             await self._runtime.remove_container(info.id)
-        if image.pinned:
-            self.pins[name] = (image, self.config.services[name].image)
+        pin = pin_after_replace(image, self.config.services[name].image)
+        if pin is not None:
+            self.pins[name] = pin
         else:
             self.pins.pop(name, None)
         runner = self.runners[name] = self._runner(self.config, name, image)
@@ -257,11 +254,9 @@ class Stack:
             raise StackError(str(exc)) from exc
         for info in existing:
             if info.service in self.runners:
-                pinned = info.labels.get(LABEL_PINNED_IMAGE)
-                if pinned:
-                    reference = info.labels.get(LABEL_PINNED_REFERENCE, "")
-                    rejected = info.labels.get(LABEL_REJECTED_IMAGE)
-                    self.pins[info.service] = (ImageChoice(pinned, True, rejected), reference)
+                pin = pin_from_labels(info.labels)
+                if pin is not None:
+                    self.pins[info.service] = pin
                     self.runners[info.service] = self._runner(self.config, info.service)
                 continue
             log.info("removing container of a service no longer configured", service=info.service)
