@@ -103,7 +103,12 @@ class _Recheck:
     done: asyncio.Future[None]
 
 
-_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck
+@dataclass(frozen=True)
+class _DropAhead:
+    """Blocked before it ever started: remove the container made ahead for it."""
+
+
+_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck | _DropAhead
 
 
 class ServiceRunner:
@@ -143,6 +148,7 @@ class ServiceRunner:
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
         self._ahead: asyncio.Task[None] | None = None
+        self._ahead_engaged = False  # past its wait: an engine call may be under way
         # (container id, config hash) of the container this runner last made or started.
         self._known: tuple[str, str] | None = None
         self._started_ns = 0
@@ -261,6 +267,9 @@ class ServiceRunner:
             if self.machine.state in (State.PENDING, State.RESTARTING):
                 await self._perform(item.action)
             return
+        elif isinstance(item, _DropAhead):
+            await self._drop_ahead()
+            return
         elif isinstance(item, _Recheck):
             try:
                 if self.machine.container_id:
@@ -297,6 +306,8 @@ class ServiceRunner:
         self._observer.service_changed(replace(self.status(), state=new, reason=reason), old)
         if new is State.RESTARTING and old is not State.RESTARTING and m.last_restart_cause:
             self._observer.restart_issued(self.name, m.last_restart_cause)
+        if new is State.BLOCKED and self._ahead is not None:
+            self.post(_DropAhead())
         if new in CONTAINER_UP and self.service.health is not None and not m.is_job:
             self._ensure_probing()
         elif new not in CONTAINER_UP:
@@ -363,12 +374,30 @@ class ServiceRunner:
         )
         if self.machine.state is not State.PENDING:
             return  # blocked or stopped meanwhile: nothing to prepare for
+        self._ahead_engaged = True
         spec = self.spec
         plan = plan_ahead(spec.config_hash, await self._runtime.inspect_container(spec.name))
         if isinstance(plan, Recreate):
             await self._runtime.remove_container(plan.container_id)
         if not isinstance(plan, Nothing):
             await self._create()
+
+    async def _drop_ahead(self) -> None:
+        """A service blocked before its first start keeps no container: what `down` or an
+        operator sees matches what ran, whichever way the race with the blocking went."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        if not self._ahead_engaged:
+            ahead.cancel()  # still waiting for the dependencies: nothing made yet
+            return
+        with contextlib.suppress(DockerError):
+            await ahead  # a create under way finishes first, or it would be left behind
+        known, self._known = self._known, None
+        if known is not None and self.machine.state is State.BLOCKED:
+            with contextlib.suppress(DockerError):
+                await self._runtime.remove_container(known[0])
+                self._log.info("container made ahead removed", container=known[0][:12])
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.

@@ -114,6 +114,9 @@ async def test_a_failing_job_blocks_what_depends_on_it() -> None:
     async with running(cfg, runtime) as r:
         await r.reaches(migrate=State.FAILED, app=State.BLOCKED, web=State.BLOCKED)
         assert "code 3" in r.stack.runners["migrate"].machine.reason
+        # Whether or not a container was made ahead for them, none is left.
+        await until(lambda: r.runtime.container("app") is None, "app's container removed")
+        assert r.runtime.container("web") is None
         await r.clock.advance(120)
         assert r.starts() == ["migrate"]
 
