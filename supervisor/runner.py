@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import structlog
 
 from supervisor.clock import Clock, Timer
-from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
+from supervisor.config import PullPolicy, ServiceConfig, StackConfig
 from supervisor.container_plan import (
     Adopt,
     KeepCompleted,
@@ -23,9 +22,10 @@ from supervisor.container_plan import (
     plan_ahead,
     plan_start,
 )
-from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
+from supervisor.docker_api import DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
 from supervisor.probes import ProbeResult, ProbeTarget
+from supervisor.runtime import ContainerRuntime, ProbeRunner
 from supervisor.service import (
     CONTAINER_UP,
     Action,
@@ -50,28 +50,11 @@ from supervisor.service import (
     condition_broken,
     condition_met,
 )
-from supervisor.spec import ContainerSpec, ImageChoice, container_spec
+from supervisor.spec import ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
-
-
-class ContainerRuntime(Protocol):
-    """The part of the Docker facade a runner uses."""
-
-    async def inspect_container(self, name_or_id: str) -> ContainerInfo | None: ...
-    async def image_present(self, image: str) -> bool: ...
-    async def pull_image(self, image: str) -> None: ...
-    async def create_container(self, spec: ContainerSpec) -> str: ...
-    async def start_container(self, container_id: str) -> None: ...
-    async def stop_container(self, container_id: str, timeout: float) -> None: ...
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None: ...
-    async def remove_container(self, container_id: str) -> None: ...
-
-
-class ProbeRunner(Protocol):
-    async def probe(self, probe: Probe, target: ProbeTarget, timeout: float) -> ProbeResult: ...
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
@@ -27,7 +25,8 @@ from supervisor.docker_api import (
 )
 from supervisor.engine_gate import EngineGate
 from supervisor.graph import DependencyGraph
-from supervisor.runner import ContainerRuntime, ProbeRunner, ServiceRunner
+from supervisor.runner import ServiceRunner
+from supervisor.runtime import ProbeRunner, StackRuntime
 from supervisor.service import (
     QUIESCENT,
     RestartRequested,
@@ -57,15 +56,6 @@ DEFAULT_ORPHAN_STOP_TIMEOUT = 10.0
 CATCH_UP_TIMEOUT = 30.0
 # How long a reload waits for the services it (re)created to come up before it reports.
 APPLY_START_WAIT = 120.0
-
-
-class StackRuntime(ContainerRuntime, Protocol):
-    """The part of the Docker facade the stack uses, beyond its runners' part."""
-
-    async def ensure_network(self, spec: NetworkSpec) -> bool: ...
-    async def ensure_volume(self, spec: VolumeSpec) -> bool: ...
-    async def list_project_containers(self, project: str) -> list[ContainerInfo]: ...
-    def events(self, project: str) -> AsyncIterator[ContainerEvent | StreamReset | StreamLost]: ...
 
 
 class OperatorCommand(StrEnum):

@@ -154,7 +154,7 @@ class FakeContainer:
 
 
 class FakeRuntime:
-    """Implements `supervisor.stack.StackRuntime` (and so `runner.ContainerRuntime`)."""
+    """Implements `supervisor.runtime.StackRuntime` (and so `ContainerRuntime`)."""
 
     def __init__(self, clock: FakeClock, images: tuple[str, ...] = ()) -> None:
         self.clock = clock
