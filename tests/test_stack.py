@@ -41,6 +41,13 @@ web:
   image: web:1
   depends_on: {{app: {{condition: started}}}}
 """
+# A migration job and the app that waits for it to complete.
+JOB_APP = """
+migrate: {image: job:1, type: job}
+app:
+  image: app:1
+  depends_on: {migrate: {condition: completed}}
+"""
 IMAGES = ("db:1", "app:1", "app:2", "web:1", "job:1")
 
 
@@ -100,15 +107,7 @@ async def test_services_start_in_dependency_order_and_stop_in_reverse() -> None:
 
 
 async def test_a_failing_job_blocks_what_depends_on_it() -> None:
-    cfg = config(
-        """
-        migrate: {image: job:1, type: job}
-        app:
-          image: app:1
-          depends_on: {migrate: {condition: completed}}
-        web: {image: web:1, depends_on: [app]}
-        """
-    )
+    cfg = config(JOB_APP + "web: {image: web:1, depends_on: [app]}\n")
     runtime = FakeRuntime(FakeClock(), IMAGES)
     runtime.exit_on_start["migrate"] = 3
     async with running(cfg, runtime) as r:
@@ -122,14 +121,7 @@ async def test_a_failing_job_blocks_what_depends_on_it() -> None:
 
 
 async def test_a_job_that_completes_lets_its_dependents_start() -> None:
-    cfg = config(
-        """
-        migrate: {image: job:1, type: job}
-        app:
-          image: app:1
-          depends_on: {migrate: {condition: completed}}
-        """
-    )
+    cfg = config(JOB_APP)
     runtime = FakeRuntime(FakeClock(), IMAGES)
     runtime.exit_on_start["migrate"] = 0
     async with running(cfg, runtime) as r:
