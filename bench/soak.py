@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import yaml
 from common import write_results
 
@@ -354,7 +355,10 @@ class Soak:
         c = self.container_of(service)
         if c is None:
             return None
-        info = self.client.api.inspect_container(c["Id"])
+        try:
+            info = self.client.api.inspect_container(c["Id"])
+        except docker.errors.NotFound:  # replaced between the listing and the look
+            return None
         return info["Id"], info["State"]["StartedAt"]
 
     def volume_dir(self, name: str) -> Path:
@@ -519,7 +523,10 @@ class Soak:
         target = self.running_target(http_only=fault in ("health500", "hang"))
         before = self.started_at(target)
         assert before is not None, target
-        ctr = self.client.containers.get(before[0])
+        try:
+            ctr = self.client.containers.get(before[0])
+        except docker.errors.NotFound:
+            return target, lambda: True  # already being replaced: settle all the same
         if fault == "kill":
             ctr.kill()
         elif fault == "oom":
@@ -574,7 +581,7 @@ class Soak:
 
     # -- the run ----------------------------------------------------------------------
 
-    def run(self, faults: int) -> dict[str, Any]:
+    def run(self, faults: int, budget: float, partial: Path) -> dict[str, Any]:
         self.daemon.start()
         first = self.settle(lambda: True)
         print(f"stack up in {first:.1f}s", flush=True)
@@ -585,6 +592,9 @@ class Soak:
         began = time.monotonic()
         breach: str | None = None
         for index in range(1, faults + 1):
+            if time.monotonic() - began > budget:
+                print(f"time budget of {budget:.0f}s spent after {index - 1} faults", flush=True)
+                break
             fault = self.pick()
             at = time.monotonic()
             try:
@@ -607,6 +617,9 @@ class Soak:
                 print(f"BREACH {breach}", flush=True)
                 break
             if index % 10 == 0 or index == faults:
+                write_results(
+                    self.summary(faults, None, time.monotonic() - began), partial, REPO_ROOT
+                )
                 print(
                     f"{index}/{faults} faults survived, {time.monotonic() - began:.0f}s, "
                     f"last {fault} on {target} recovered in {recovery:.2f}s, "
@@ -680,11 +693,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--settle-timeout", type=float, default=90.0)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--budget", type=float, default=float("inf"), help="stop injecting after this many seconds"
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     print(f"soak: {args.faults} faults, seed {seed}", flush=True)
     with soak_session(seed, args.settle_timeout) as soak:
-        result = soak.run(args.faults)
+        partial = Path(tempfile.gettempdir()) / "soak-partial.json"
+        result = soak.run(args.faults, args.budget, partial)
     result["seed"] = seed
     print(json.dumps({k: v for k, v in result.items() if k != "rss_over_time"}, indent=1))
     if result["recovery_p50"] is not None:
