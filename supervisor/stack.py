@@ -161,8 +161,15 @@ class Stack:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
-            if name in diff.removed and runner.machine.container_id:
-                await self._runtime.remove_container(runner.machine.container_id)
+            if name in diff.removed:
+                container_id = runner.machine.container_id
+                if container_id is None:
+                    # Never started by this runner (stopped by the operator before a recreate):
+                    # the container of the old config may still be there.
+                    found = await self._runtime.inspect_container(runner.spec.name)
+                    container_id = found.id if found is not None else None
+                if container_id:
+                    await self._runtime.remove_container(container_id)
                 log.info("service removed", service=name)
         self.config, self.graph = new, new.graph()
         for name in diff.updated:
