@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import yaml
 from common import write_results
 
@@ -242,6 +243,8 @@ class LogChecker:
     job_may_rerun: dict[str, bool] = field(default_factory=dict)
     starts: int = 0
     reruns: int = 0
+    # per service: dependencies seen at their condition since it began waiting for them
+    met: dict[str, set[str]] = field(default_factory=dict)
 
     def check(self, logs: list[Path], config: dict[str, Any]) -> None:
         services = config["services"]
@@ -265,15 +268,23 @@ class LogChecker:
         event, name = record.get("event"), record.get("service")
         if event == "state changed" and isinstance(name, str):
             states[name] = str(record.get("new"))
-            for job, body in services.items():
+            if record.get("reason") in ("waiting for dependencies", "starting container"):
+                # A new wait: which dependencies have been at their condition since.
+                deps = services.get(name, {}).get("depends_on") or {}
+                self.met[name] = {d for d, c in deps.items() if _at(states.get(d), c)}
+            for other, body in services.items():
                 deps = body.get("depends_on") or {}
+                if name in deps and _at(states.get(name), deps[name]):
+                    self.met.setdefault(other, set()).add(name)
                 if name in deps and not _at(states.get(name), deps[name]):
-                    self.job_may_rerun[job] = True
+                    self.job_may_rerun[other] = True
         elif event == "container started" and isinstance(name, str) and name in services:
             self.starts += 1
             deps = services[name].get("depends_on") or {}
             for dep, condition in deps.items():
-                if not _at(states.get(dep), condition):
+                # The daemon decides to start once every dependency is at its condition; one
+                # may fail during the engine's start call, so "since the wait began" counts.
+                if not _at(states.get(dep), condition) and dep not in self.met.get(name, set()):
                     raise Breach(
                         f"{name} started while {dep} was {states.get(dep)!r}, not {condition}: "
                         f"{json.dumps(record)}"
@@ -354,7 +365,10 @@ class Soak:
         c = self.container_of(service)
         if c is None:
             return None
-        info = self.client.api.inspect_container(c["Id"])
+        try:
+            info = self.client.api.inspect_container(c["Id"])
+        except docker.errors.NotFound:  # replaced between the listing and the look
+            return None
         return info["Id"], info["State"]["StartedAt"]
 
     def volume_dir(self, name: str) -> Path:
@@ -519,7 +533,10 @@ class Soak:
         target = self.running_target(http_only=fault in ("health500", "hang"))
         before = self.started_at(target)
         assert before is not None, target
-        ctr = self.client.containers.get(before[0])
+        try:
+            ctr = self.client.containers.get(before[0])
+        except docker.errors.NotFound:
+            return target, lambda: True  # already being replaced: settle all the same
         if fault == "kill":
             ctr.kill()
         elif fault == "oom":
@@ -574,7 +591,7 @@ class Soak:
 
     # -- the run ----------------------------------------------------------------------
 
-    def run(self, faults: int) -> dict[str, Any]:
+    def run(self, faults: int, budget: float, partial: Path) -> dict[str, Any]:
         self.daemon.start()
         first = self.settle(lambda: True)
         print(f"stack up in {first:.1f}s", flush=True)
@@ -585,6 +602,9 @@ class Soak:
         began = time.monotonic()
         breach: str | None = None
         for index in range(1, faults + 1):
+            if time.monotonic() - began > budget:
+                print(f"time budget of {budget:.0f}s spent after {index - 1} faults", flush=True)
+                break
             fault = self.pick()
             at = time.monotonic()
             try:
@@ -607,6 +627,9 @@ class Soak:
                 print(f"BREACH {breach}", flush=True)
                 break
             if index % 10 == 0 or index == faults:
+                write_results(
+                    self.summary(faults, None, time.monotonic() - began), partial, REPO_ROOT
+                )
                 print(
                     f"{index}/{faults} faults survived, {time.monotonic() - began:.0f}s, "
                     f"last {fault} on {target} recovered in {recovery:.2f}s, "
@@ -680,11 +703,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--settle-timeout", type=float, default=90.0)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--budget", type=float, default=float("inf"), help="stop injecting after this many seconds"
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     print(f"soak: {args.faults} faults, seed {seed}", flush=True)
     with soak_session(seed, args.settle_timeout) as soak:
-        result = soak.run(args.faults)
+        partial = Path(tempfile.gettempdir()) / "soak-partial.json"
+        result = soak.run(args.faults, args.budget, partial)
     result["seed"] = seed
     print(json.dumps({k: v for k, v in result.items() if k != "rss_over_time"}, indent=1))
     if result["recovery_p50"] is not None:

@@ -31,7 +31,8 @@ from supervisor.api_events import add_event_routes
 from supervisor.api_guards import CappedSite, ConnectionGuard, ConnectionLimits, HostAllowList
 from supervisor.api_logs import add_log_routes, containers_of
 from supervisor.config import NAME_RE, ApiConfig
-from supervisor.daemon import DaemonState, ReloadResult, Supervisor
+from supervisor.daemon import ReloadResult, Supervisor
+from supervisor.daemon_lifecycle import DaemonState
 from supervisor.events import EventKind, EventLog
 from supervisor.local_token import create_token, generated_token_path, remove_token
 from supervisor.metrics import SupervisorMetrics
@@ -80,12 +81,13 @@ class SupervisorView(Protocol):
     config_path: Path
     config_digest: str
     version: str
-    state: DaemonState
     docker_connected: bool
     last_reload: ReloadResult | None
     events: EventLog
     last_update: UpdateResult | None
 
+    @property
+    def state(self) -> DaemonState: ...
     @property
     def stack(self) -> StackView | None: ...
     @property

@@ -1,4 +1,4 @@
-"""The `ovpn-supervisor` command: run | check | down | import-compose | export."""
+"""The `ovpn-supervisor` command: run | check | down | import-compose | export | schema."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor import __version__
-from supervisor.compose import load_compose, load_stack
+from supervisor.compose import load_compose
 from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
 from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
+from supervisor.stack_file import load_stack
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
 CONFIG_ENV = "OVPN_SUPERVISOR_CONFIG"
@@ -143,6 +144,15 @@ def cmd_import_compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the config file's JSON Schema (config/supervisor.schema.json is this output)."""
+    # Imported here: building the pydantic models takes ~0.3 s that no other command needs.
+    from supervisor.config.schema import schema_text  # noqa: PLC0415 - heavy, see above
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ovpn-supervisor", description="Supervise the OIDC VPN Manager container stack."
@@ -186,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop keys that cannot be honoured, with a warning, instead of failing",
     )
     imp.set_defaults(func=cmd_import_compose)
+    schema = commands.add_parser("schema", help="print the config file's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
     add_export_command(commands, _load, f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})")
     return parser
 

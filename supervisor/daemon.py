@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,20 @@ import structlog
 
 from supervisor import __version__
 from supervisor.backups import BackupError, resolve_backup
-from supervisor.compose import load_stack
 from supervisor.config import ConfigError, ConfigProblem, HttpProbe, StackConfig
 from supervisor.config_diff import diff_configs
+from supervisor.daemon_lifecycle import (
+    DaemonState,
+    EngineReached,
+    Lifecycle,
+    LifecycleEvent,
+    ReloadBegan,
+    ReloadEnded,
+    StopBegan,
+    Stopped,
+    TargetReached,
+    advance,
+)
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
 from supervisor.events import EventKind, EventLog, EventRecorder
 from supervisor.file_watch import FileWatcher
@@ -30,9 +40,10 @@ from supervisor.probes import Prober, ProbeResult
 from supervisor.reload_queue import ReloadQueue
 from supervisor.service import State
 from supervisor.stack import Stack, StackError
+from supervisor.stack_file import load_stack
 from supervisor.status import Observers, ServiceStatus, StackObserver
 from supervisor.update_schedule import next_update
-from supervisor.updates import Updater, UpdateRequest, UpdateResult
+from supervisor.updates import Outcome, Updater, UpdateRequest, UpdateResult
 
 log = structlog.get_logger(__name__)
 
@@ -44,14 +55,6 @@ FIRST_START_WAIT = 300.0
 # The automatic-update timer re-reads the schedule and the wall clock at least this often
 # (a reload may change the schedule; the clock may jump).
 SCHEDULE_RECHECK = 60.0
-
-
-class DaemonState(StrEnum):
-    WAITING_FOR_DOCKER = "waiting-for-docker"
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    STOPPING = "stopping"
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Supervisor(StackObserver):
         self.runtime = runtime
         self.version = __version__
         self.started_monotonic = time.monotonic()
-        self.state = DaemonState.WAITING_FOR_DOCKER
+        self._lifecycle = Lifecycle()
         self.docker_connected = False
         self.last_reload: ReloadResult | None = None
         self.intent = ShutdownIntent()
@@ -119,18 +122,25 @@ class Supervisor(StackObserver):
         self.last_update: UpdateResult | None = None
         self.stack_ready = asyncio.Event()
 
+    @property
+    def state(self) -> DaemonState:
+        return self._lifecycle.state
+
+    def advance(self, event: LifecycleEvent) -> None:
+        """The one place the daemon's lifecycle moves (see `daemon_lifecycle`)."""
+        old, self._lifecycle = self._lifecycle, advance(self._lifecycle, event)
+        if self._lifecycle.state is not old.state:
+            log.info("daemon state changed", old=old.state.value, new=self.state.value)
+
     def service_changed(self, status: ServiceStatus, old: State) -> None:
         self.status_generation += 1
-        if (
-            self.state is DaemonState.STARTING
-            and self.stack is not None
-            and self.stack.target_reached()
-        ):
-            self.state = DaemonState.RUNNING
+        first_start = DaemonState.STARTING in (self.state, self._lifecycle.resume)
+        if first_start and self.stack is not None and self.stack.target_reached():
+            self.advance(TargetReached())
             log.info("stack up", services=len(self.stack.runners))
 
     def stack_stopping(self) -> None:
-        self.state = DaemonState.STOPPING
+        self.advance(StopBegan())
 
     def probe_done(self, service: str, result: ProbeResult) -> None:
         self.status_generation += 1
@@ -169,7 +179,7 @@ class Supervisor(StackObserver):
         config for a bad one."""
         async with self.changing:
             self.observers.reload_started()
-            previous, self.state = self.state, DaemonState.RELOADING
+            self.advance(ReloadBegan())
             log.info("reload started", config=str(self.config_path))
             try:
                 result = await self._validate_and_apply()
@@ -182,9 +192,7 @@ class Supervisor(StackObserver):
                     False, time.time(), "reload failed; the running config stays", errors=(error,)
                 )
             finally:
-                self.state = (
-                    previous if previous is not DaemonState.RELOADING else DaemonState.RUNNING
-                )
+                self.advance(ReloadEnded())  # back where it was, unless a stop began meanwhile
         self.last_reload = result
         self.events.resize(self.config.api.events_keep)
         self._publish_reload(result)
@@ -338,6 +346,16 @@ class Supervisor(StackObserver):
         self.last_update = result
         outcomes = {s.service: s.outcome.value for s in result.services}
         self.observers.update_done(result.ok, outcomes, result.at)
+        for outcome in result.services:
+            self.events.publish(
+                EventKind.UPDATE,
+                f"update {outcome.outcome.value}: {outcome.reason}",
+                service=outcome.service,
+                level="info" if outcome.outcome is Outcome.UPDATED else "warning",
+                outcome=outcome.outcome.value,
+                old_image=outcome.old_image,
+                new_image=outcome.new_image,
+            )
         level = "info" if result.ok else "error"
         getattr(log, level)(
             "update finished",
@@ -447,19 +465,20 @@ async def run_daemon(
                 supervisor.stack = Stack(
                     config, supervisor.runtime, prober, observers=supervisor.observers
                 )
-                supervisor.state = DaemonState.STARTING
+                supervisor.advance(EngineReached())
                 supervisor.stack_ready.set()
                 await supervisor.stack.run(intent.stop, intent.hurry)
     except StackError as exc:
         log.error("stack could not start", error=str(exc))
         return EXIT_FAILURE
     finally:
-        supervisor.state = DaemonState.STOPPING
+        supervisor.advance(StopBegan())
         if trigger is not None:
             trigger.cancel()
         await supervisor.runtime.close()
         if shutdown_trigger is None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        supervisor.advance(Stopped())
     log.info("stopped")
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from supervisor.config import ServiceType
 from supervisor.events import EventKind
 from supervisor.service import State
 
@@ -139,7 +140,7 @@ SCHEMAS: dict[str, Any] = {
     "Service": _object(
         {
             "name": {"type": "string"},
-            "type": {"type": "string", "enum": ["service", "job"]},
+            "type": {"type": "string", "enum": [t.value for t in ServiceType]},
             "image": {"type": "string"},
             "state": {"type": "string", "enum": [s.value for s in State]},
             "health": {

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import structlog
 
-from supervisor.config import Probe, PullPolicy, ServiceConfig, StackConfig
+from supervisor.clock import Clock, Timer
+from supervisor.config import PullPolicy, ServiceConfig, StackConfig
+from supervisor.container_plan import (
+    Adopt,
+    KeepCompleted,
+    Nothing,
+    Plan,
+    Recreate,
+    Start,
+    known_container,
+    plan_ahead,
+    plan_start,
+)
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
 from supervisor.probes import ProbeResult, ProbeTarget
+from supervisor.runtime import ContainerRuntime, ProbeRunner
 from supervisor.service import (
     CONTAINER_UP,
     Action,
@@ -39,28 +50,11 @@ from supervisor.service import (
     condition_broken,
     condition_met,
 )
-from supervisor.spec import ContainerSpec, ImageChoice, container_spec
+from supervisor.spec import ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
-
-
-class ContainerRuntime(Protocol):
-    """The part of the Docker facade a runner uses."""
-
-    async def inspect_container(self, name_or_id: str) -> ContainerInfo | None: ...
-    async def image_present(self, image: str) -> bool: ...
-    async def pull_image(self, image: str) -> None: ...
-    async def create_container(self, spec: ContainerSpec) -> str: ...
-    async def start_container(self, container_id: str) -> None: ...
-    async def stop_container(self, container_id: str, timeout: float) -> None: ...
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None: ...
-    async def remove_container(self, container_id: str) -> None: ...
-
-
-class ProbeRunner(Protocol):
-    async def probe(self, probe: Probe, target: ProbeTarget, timeout: float) -> ProbeResult: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,12 @@ class _Recheck:
     done: asyncio.Future[None]
 
 
-_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck
+@dataclass(frozen=True)
+class _DropAhead:
+    """Blocked before it ever started: remove the container made ahead for it."""
+
+
+_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck | _DropAhead
 
 
 class ServiceRunner:
@@ -105,7 +104,7 @@ class ServiceRunner:
         runtime: ContainerRuntime,
         prober: ProbeRunner,
         board: StateBoard,
-        clock: Callable[[], float],
+        clock: Clock,
         observer: StackObserver,
         gate: EngineGate,
         image: ImageChoice | None = None,
@@ -115,7 +114,7 @@ class ServiceRunner:
         # An exact image ID (update, rollback pin) instead of what the reference resolves to.
         self.image = image
         self.spec = container_spec(stack, service, image)
-        self.machine = ServiceMachine(service, since=clock())
+        self.machine = ServiceMachine(service, since=clock.monotonic())
         self.last_probe: ProbeResult | None = None
         self._runtime = runtime
         self._prober = prober
@@ -128,13 +127,14 @@ class ServiceRunner:
         self._address: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._deps_task: asyncio.Task[None] | None = None
-        self._backoff: asyncio.TimerHandle | None = None
+        self._backoff: Timer | None = None
         # Set by the stack at start-up when this job's dependents are already running.
         self.adopt_completed_job = False
         # Set by the stack's survey at start-up when the project has no container for this
         # service: the first create needs no inspect first. Cleared once used.
         self.container_absent = False
         self._ahead: asyncio.Task[None] | None = None
+        self._ahead_engaged = False  # past its wait: an engine call may be under way
         # (container id, config hash) of the container this runner last made or started.
         self._known: tuple[str, str] | None = None
         self._started_ns = 0
@@ -158,7 +158,7 @@ class ServiceRunner:
             image=self.service.image,
             state=m.state,
             reason=m.reason,
-            since=time.time() - (self._clock() - m.since),
+            since=self._clock.wall() - (self._clock.monotonic() - m.since),
             container_id=m.container_id,
             restarts=m.restarts,
             last_exit_code=m.last_exit_code,
@@ -259,6 +259,9 @@ class ServiceRunner:
             if self.machine.state in (State.PENDING, State.RESTARTING):
                 await self._perform(item.action)
             return
+        elif isinstance(item, _DropAhead):
+            await self._drop_ahead()
+            return
         elif isinstance(item, _Recheck):
             try:
                 if self.machine.container_id:
@@ -279,7 +282,7 @@ class ServiceRunner:
             self._observer.container_exited(
                 self.name, event.exit_code, event.oom_killed, event.removed
             )
-        actions = self.machine.handle(event, self._clock())
+        actions = self.machine.handle(event, self._clock.monotonic())
         for old, new, reason in self.machine.take_transitions():
             self._state_changed(old, new, reason)
         for action in actions:
@@ -295,6 +298,8 @@ class ServiceRunner:
         self._observer.service_changed(replace(self.status(), state=new, reason=reason), old)
         if new is State.RESTARTING and old is not State.RESTARTING and m.last_restart_cause:
             self._observer.restart_issued(self.name, m.last_restart_cause)
+        if new is State.BLOCKED and self._ahead is not None:
+            self.post(_DropAhead())
         if new in CONTAINER_UP and self.service.health is not None and not m.is_job:
             self._ensure_probing()
         elif new not in CONTAINER_UP:
@@ -306,7 +311,7 @@ class ServiceRunner:
                 # The engine is away or the stack has not caught up with it yet.
                 self._retry_when_engine_back(WaitForDependencies())
             case StartContainer():
-                began = self._clock()
+                began = self._clock.monotonic()
                 try:
                     container_id, completed = await self._start()
                 except DockerUnavailable as exc:
@@ -321,7 +326,7 @@ class ServiceRunner:
                     if completed:
                         await self._apply(JobFoundCompleted(container_id))
                     else:
-                        self._observer.container_started(self.name, self._clock() - began)
+                        self._observer.container_started(self.name, self._clock.monotonic() - began)
                         await self._apply(ContainerStarted(container_id))
             case StopContainer(reason):
                 if self.machine.container_id:
@@ -332,8 +337,7 @@ class ServiceRunner:
                 self._cancel_probes()
                 await self._apply(ContainerStopped())
             case ScheduleBackoff(delay):
-                loop = asyncio.get_running_loop()
-                self._backoff = loop.call_later(delay, self.post, BackoffElapsed())
+                self._backoff = self._clock.call_later(delay, lambda: self.post(BackoffElapsed()))
             case CancelBackoff():
                 if self._backoff is not None:
                     self._backoff.cancel()
@@ -363,16 +367,30 @@ class ServiceRunner:
         )
         if self.machine.state is not State.PENDING:
             return  # blocked or stopped meanwhile: nothing to prepare for
+        self._ahead_engaged = True
         spec = self.spec
-        info = await self._inspect_unless_absent(spec.name)
-        if info is not None and info.config_hash != spec.config_hash and not info.running:
-            await self._runtime.remove_container(info.id)
-            info = None
-        if info is None:
-            await self._ensure_image()
-            created = await self._runtime.create_container(spec)
-            self._known = (created, spec.config_hash)
-            self._log.info("container created", container=created[:12], image=spec.image)
+        plan = plan_ahead(spec.config_hash, await self._inspect_unless_absent(spec.name))
+        if isinstance(plan, Recreate):
+            await self._runtime.remove_container(plan.container_id)
+        if not isinstance(plan, Nothing):
+            await self._create()
+
+    async def _drop_ahead(self) -> None:
+        """A service blocked before its first start keeps no container: what `down` or an
+        operator sees matches what ran, whichever way the race with the blocking went."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        if not self._ahead_engaged:
+            ahead.cancel()  # still waiting for the dependencies: nothing made yet
+            return
+        with contextlib.suppress(DockerError):
+            await ahead  # a create under way finishes first, or it would be left behind
+        known, self._known = self._known, None
+        if known is not None and self.machine.state is State.BLOCKED:
+            with contextlib.suppress(DockerError):
+                await self._runtime.remove_container(known[0])
+                self._log.info("container made ahead removed", container=known[0][:12])
 
     async def _stop_container(self, container_id: str) -> None:
         """Stop the container: until the stop call returns, or while the stack shuts down,
@@ -388,7 +406,7 @@ class ServiceRunner:
         call.add_done_callback(self._stop_call_done)
         if self.machine.shutting_down and self.machine.state is State.STOPPING:
             died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._die_wanted = (container_id, time.time_ns(), died)
+            self._die_wanted = (container_id, self._clock.wall_ns(), died)
             try:
                 await asyncio.wait({call, died}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -419,51 +437,59 @@ class ServiceRunner:
             with contextlib.suppress(DockerError):
                 await ahead  # any problem shows again below, where it counts
         known, self._known = self._known, None
-        if known is not None and known[1] == spec.config_hash:
+        known_id = known_container(spec.config_hash, known)
+        if known_id is not None:
             # A container this runner made or ran with the current config (made ahead, or
             # restarting): just start it, with no look-up first.
             try:
-                await self._start_known(known[0])
+                await self._start_known(known_id)
             except DockerUnavailable:
                 raise
             except DockerError as exc:
                 # Gone or changed out of band since: take the long way below.
                 self._log.warning("known container cannot start", error=str(exc))
             else:
-                return known[0], False
+                return known_id, False
         info = await self._inspect_unless_absent(spec.name)
-        if info is not None and info.config_hash != spec.config_hash:
-            self._log.info("recreating container: config changed", container=info.id[:12])
-            if info.running:
-                await self._runtime.stop_container(info.id, self.service.stop.timeout)
-            await self._runtime.remove_container(info.id)
-            info = None
-        if (
-            info is not None
-            and self.adopt_completed_job
-            and not info.running
-            and info.exit_code == 0
-        ):
-            # Its dependents are running from before the daemon restarted: running the job
-            # again would only repeat work they already rely on.
-            self.adopt_completed_job = False
-            self._log.info("completed job adopted", container=info.id[:12])
-            return info.id, True
-        if info is None:
-            await self._ensure_image()
-            container_id = await self._runtime.create_container(spec)
-            self._log.info("container created", container=container_id[:12], image=spec.image)
-        else:
-            container_id = info.id
-        if info is not None and info.running:
-            self._log.info("container adopted", container=container_id[:12])
-            self._known = (container_id, spec.config_hash)
-            started = await self._runtime.inspect_container(container_id)
-            self._address = started.address if started is not None else None
-        elif info is not None:
-            container_id = await self._start_or_replace(container_id)
-        else:
-            await self._start_known(container_id)
+        plan = plan_start(spec.config_hash, info, adopt_completed_job=self.adopt_completed_job)
+        if isinstance(plan, Start):
+            try:
+                await self._start_known(plan.container_id)
+            except DockerUnavailable:
+                raise
+            except DockerError as exc:
+                self._log.warning(
+                    "container cannot start; replacing it",
+                    container=plan.container_id[:12],
+                    error=str(exc),
+                )
+                plan = plan_start(spec.config_hash, info, refused=True)
+            else:
+                return plan.container_id, False
+        return await self._carry_out(plan)
+
+    async def _carry_out(self, plan: Plan) -> tuple[str, bool]:
+        """Perform a start plan other than a plain start: (container id, completed job)."""
+        match plan:
+            case KeepCompleted(container_id):
+                # Its dependents are running from before the daemon restarted: running the job
+                # again would only repeat work they already rely on.
+                self.adopt_completed_job = False
+                self._log.info("completed job adopted", container=container_id[:12])
+                return container_id, True
+            case Adopt(container_id):
+                self._log.info("container adopted", container=container_id[:12])
+                self._known = (container_id, self.spec.config_hash)
+                started = await self._runtime.inspect_container(container_id)
+                self._address = started.address if started is not None else None
+                return container_id, False
+            case Recreate(container_id, stop_first, why):
+                self._log.info(f"recreating container: {why}", container=container_id[:12])
+                if stop_first:
+                    await self._runtime.stop_container(container_id, self.service.stop.timeout)
+                await self._runtime.remove_container(container_id)
+        container_id = await self._create()
+        await self._start_known(container_id)
         return container_id, False
 
     async def _inspect_unless_absent(self, name: str) -> ContainerInfo | None:
@@ -472,31 +498,16 @@ class ServiceRunner:
             return None
         return await self._runtime.inspect_container(name)
 
-    async def _start_or_replace(self, container_id: str) -> str:
-        """Start an existing stopped container; one the engine refuses to start is replaced.
-
-        An engine that died during a start can leave the container's task behind in
-        containerd ("task ... already exists" after it is back): that container never starts
-        again, while a new one from the same spec (same volumes) does.
-        """
-        try:
-            await self._start_known(container_id)
-        except DockerUnavailable:
-            raise
-        except DockerError as exc:
-            self._log.warning(
-                "container cannot start; replacing it", container=container_id[:12], error=str(exc)
-            )
-            await self._runtime.remove_container(container_id)
-            await self._ensure_image()
-            container_id = await self._runtime.create_container(self.spec)
-            self._log.info("container created", container=container_id[:12], image=self.spec.image)
-            await self._start_known(container_id)
+    async def _create(self) -> str:
+        await self._ensure_image()
+        container_id = await self._runtime.create_container(self.spec)
+        self._known = (container_id, self.spec.config_hash)
+        self._log.info("container created", container=container_id[:12], image=self.spec.image)
         return container_id
 
     async def _start_known(self, container_id: str) -> None:
         # Engine events about this container from before this instant are about an earlier run.
-        self._started_ns = time.time_ns()
+        self._started_ns = self._clock.wall_ns()
         await self._runtime.start_container(container_id)
         self._known = (container_id, self.spec.config_hash)
         self._log.info("container started", container=container_id[:12])
@@ -581,9 +592,8 @@ class ServiceRunner:
         health = self.service.health
         assert health is not None
         target = ProbeTarget(container_id, self._address)
-        loop = asyncio.get_running_loop()
         while True:
-            began = loop.time()
+            began = self._clock.monotonic()
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(_ProbeDone(container_id, result))
             # Probe fast until the first success, then at the steady interval. At a fixed
@@ -591,7 +601,7 @@ class ServiceRunner:
             # detection would take retries x (interval + timeout).
             fast = self.machine.state is State.STARTING
             period = health.start_interval if fast else health.interval
-            await asyncio.sleep(max(0.0, began + period - loop.time()))
+            await self._clock.sleep(max(0.0, began + period - self._clock.monotonic()))
 
     # -- dependencies ---------------------------------------------------------------------
 

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
-import time
-from collections.abc import Callable
 from enum import StrEnum
 
 import structlog
 
+from supervisor.clock import SYSTEM_CLOCK, Clock
 from supervisor.config import StackConfig
 from supervisor.config_diff import ConfigDiff
+from supervisor.container_plan import Pin, pin_after_replace, pin_from_labels, runner_image
 from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.docker_api import (
     ContainerEvent,
@@ -25,8 +25,8 @@ from supervisor.docker_api import (
 )
 from supervisor.engine_gate import EngineGate
 from supervisor.graph import DependencyGraph
-from supervisor.probes import Prober
 from supervisor.runner import ServiceRunner
+from supervisor.runtime import ProbeRunner, StackRuntime
 from supervisor.service import (
     QUIESCENT,
     RestartRequested,
@@ -36,9 +36,6 @@ from supervisor.service import (
     StopRequested,
 )
 from supervisor.spec import (
-    LABEL_PINNED_IMAGE,
-    LABEL_PINNED_REFERENCE,
-    LABEL_REJECTED_IMAGE,
     ImageChoice,
     NetworkSpec,
     VolumeSpec,
@@ -77,9 +74,9 @@ class Stack:
     def __init__(
         self,
         config: StackConfig,
-        runtime: DockerRuntime,
-        prober: Prober,
-        clock: Callable[[], float] = time.monotonic,
+        runtime: StackRuntime,
+        prober: ProbeRunner,
+        clock: Clock = SYSTEM_CLOCK,
         observers: Observers | None = None,
     ) -> None:
         self.config = config
@@ -92,7 +89,7 @@ class Stack:
         self.observers = observers or Observers()
         # service -> (pinned image, the reference it was pinned for): rolled back there; kept
         # until an update succeeds.
-        self.pins: dict[str, tuple[ImageChoice, str]] = {}
+        self.pins: dict[str, Pin] = {}
         self.runners = {name: self._runner(config, name) for name in config.services}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -110,9 +107,7 @@ class Stack:
     def _runner(
         self, config: StackConfig, name: str, image: ImageChoice | None = None
     ) -> ServiceRunner:
-        pin = self.pins.get(name)
-        if image is None and pin is not None and pin[1] == config.services[name].image:
-            image = pin[0]  # a reload must not bring the bad one back
+        image = runner_image(config.services[name].image, image, self.pins.get(name))
         return ServiceRunner(
             config,
             config.services[name],
@@ -170,8 +165,15 @@ class Stack:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
-            if name in diff.removed and runner.machine.container_id:
-                await self._runtime.remove_container(runner.machine.container_id)
+            if name in diff.removed:
+                container_id = runner.machine.container_id
+                if container_id is None:
+                    # Never started by this runner (stopped by the operator before a recreate):
+                    # the container of the old config may still be there.
+                    found = await self._runtime.inspect_container(runner.spec.name)
+                    container_id = found.id if found is not None else None
+                if container_id:
+                    await self._runtime.remove_container(container_id)
                 log.info("service removed", service=name)
         self.config, self.graph = new, new.graph()
         for name in diff.updated:
@@ -215,8 +217,9 @@ class Stack:
         if info is not None:
             # One container per service, always: the old one goes before the new one is made.
             await self._runtime.remove_container(info.id)
-        if image.pinned:
-            self.pins[name] = (image, self.config.services[name].image)
+        pin = pin_after_replace(image, self.config.services[name].image)
+        if pin is not None:
+            self.pins[name] = pin
         else:
             self.pins.pop(name, None)
         runner = self.runners[name] = self._runner(self.config, name, image)
@@ -252,11 +255,9 @@ class Stack:
             raise StackError(str(exc)) from exc
         for info in existing:
             if info.service in self.runners:
-                pinned = info.labels.get(LABEL_PINNED_IMAGE)
-                if pinned:
-                    reference = info.labels.get(LABEL_PINNED_REFERENCE, "")
-                    rejected = info.labels.get(LABEL_REJECTED_IMAGE)
-                    self.pins[info.service] = (ImageChoice(pinned, True, rejected), reference)
+                pin = pin_from_labels(info.labels)
+                if pin is not None:
+                    self.pins[info.service] = pin
                     self.runners[info.service] = self._runner(self.config, info.service)
                 continue
             log.info("removing container of a service no longer configured", service=info.service)
@@ -305,7 +306,7 @@ class Stack:
 
     async def _resync_periodically(self) -> None:
         while True:
-            await asyncio.sleep(RESYNC_INTERVAL)
+            await self._clock.sleep(RESYNC_INTERVAL)
             self._resync()
 
     def _resync(self) -> None:

@@ -16,7 +16,8 @@ from typing import Protocol
 import sdnotify  # type: ignore[import-untyped]  # ships no type information
 import structlog
 
-from supervisor.daemon import Component, DaemonState, Supervisor
+from supervisor.daemon import Component, Supervisor
+from supervisor.daemon_lifecycle import DaemonState
 from supervisor.probes import ProbeResult
 from supervisor.service import State
 from supervisor.status import ServiceStatus, StackObserver, summarize

@@ -23,6 +23,7 @@ import structlog
 
 from supervisor.backups import Backup, BackupError, ExecRuntime, restore_backup, take_backup
 from supervisor.config import Condition, PullPolicy, ServiceType, StackConfig
+from supervisor.container_plan import follower_image
 from supervisor.docker_api import ContainerInfo, DockerError
 from supervisor.service import CONTAINER_UP, State
 from supervisor.spec import LABEL_REJECTED_IMAGE, ImageChoice
@@ -318,8 +319,8 @@ class Updater:
         target = step.new_image
         assert target is not None
         choice = ImageChoice(target)
-        if step.kind is StepKind.RESTART and step.service in stack.pins:
-            choice = stack.pins[step.service][0]  # a pinned follower stays pinned
+        if step.kind is StepKind.RESTART:
+            choice = follower_image(target, stack.pins.get(step.service))
         if step.kind is not StepKind.RESTART and step.old_image:
             await self._keep_for_rollback(step.service, step.old_image)
         try:

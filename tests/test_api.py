@@ -28,7 +28,8 @@ from supervisor.api import (
 from supervisor.api_logs import add_log_routes, containers_of
 from supervisor.client import ApiClient, ApiRefused
 from supervisor.config import ApiConfig, parse_config
-from supervisor.daemon import DaemonState, ReloadResult
+from supervisor.daemon import ReloadResult
+from supervisor.daemon_lifecycle import DaemonState
 from supervisor.docker_api import ContainerNotFound, LogOptions
 from supervisor.events import EventLog
 from supervisor.metrics import SupervisorMetrics

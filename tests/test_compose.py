@@ -20,7 +20,6 @@ from supervisor.compose import (
     convert_compose,
     interpolate,
     load_compose,
-    load_stack,
     looks_like_compose,
     read_dotenv,
 )
@@ -36,6 +35,7 @@ from supervisor.config import (
     VolumeMount,
 )
 from supervisor.spec import container_spec, network_specs
+from supervisor.stack_file import load_stack
 
 # --------------------------------------------------------------------------- helpers
 
@@ -938,6 +938,28 @@ def test_supervisor_settings_ride_in_an_extension_key(tmp_path: Path) -> None:
     stack, _ = load_compose(path, environ={})
     assert stack.api.listen == "127.0.0.1:9999"
     assert stack.services["a"].pull is PullPolicy.NEVER
+
+
+@pytest.mark.timeout(10)
+def test_a_problem_in_the_extension_key_points_at_its_line(tmp_path: Path) -> None:
+    """Our `api.listen` sits at `x-ovpn-supervisor.api.listen` in the Compose file (looking
+    it up at the top level used to loop forever: `check` and reload hung)."""
+    path = write(
+        tmp_path,
+        """
+        name: p
+        services:
+          a: {image: x}
+        x-ovpn-supervisor:
+          api:
+            listen: "0.0.0.0:9180"
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_compose(path, environ={})
+    [problem] = info.value.problems
+    assert (problem.path, problem.line) == ("api.listen", 6)
+    assert "not a loopback address" in problem.message
 
 
 def test_validation_problems_point_at_compose_lines(tmp_path: Path) -> None:

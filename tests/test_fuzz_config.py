@@ -13,7 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor import cli, config
+from supervisor import cli
+from supervisor.config import keys
 
 FUZZ = settings(
     max_examples=60,
@@ -25,10 +26,10 @@ _counter = itertools.count()
 
 # The keys the parser knows (so fuzzed files get deep), plus some it must refuse.
 KEYS = [
-    *config._TOP_KEYS,
-    *config._SERVICE_KEYS,
-    *config._TIMING_KEYS,
-    *config._PROBE_KEYS,
+    *keys.TOP_KEYS,
+    *keys.SERVICE_KEYS,
+    *keys.TIMING_KEYS,
+    *keys.PROBE_KEYS,
     *("policy", "backoff", "initial", "max", "limit", "count", "window", "signal", "listen"),
     *("token_file", "socket_mode", "allowed_hosts", "condition", "port", "path", "file"),
     *("healthcheck", "test", "build", "x-ext", "<<", "web", "db"),

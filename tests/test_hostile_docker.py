@@ -249,3 +249,15 @@ def test_an_operator_stop_outlives_a_reload_that_recreates_the_service(
         daemon.wait_states({"worker": "running"}, timeout=30)
         env = docker_client.containers.get(f"{project_name}-worker").attrs["Config"]["Env"]
         assert "GENERATION=2" in env
+        # Stopped, recreated while stopped, then removed: its old container goes too.
+        assert run_cli("stop", "worker", "--config", str(path)).returncode == 0
+        daemon.wait_states({"worker": "stopped"}, timeout=30)
+        config["services"]["worker"]["environment"]["GENERATION"] = "3"
+        write_config(tmp_path, config)
+        assert run_cli("reload", "--config", str(path), timeout=120).returncode == 0
+        del config["services"]["worker"]
+        write_config(tmp_path, config)
+        assert run_cli("reload", "--config", str(path), timeout=120).returncode == 0
+        assert not docker_client.containers.list(
+            all=True, filters={"name": f"{project_name}-worker"}
+        )

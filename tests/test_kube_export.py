@@ -20,13 +20,14 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from supervisor.compose import load_compose, load_stack
+from supervisor.compose import load_compose
 from supervisor.config import HttpProbe, StackConfig
 from supervisor.kube_common import ExportContext, ExportError, ExportOptions
 from supervisor.kube_export import KubeExport, export_stack
 from supervisor.kube_network import http_target
 from supervisor.kube_output import read_secrets
 from supervisor.kube_workloads import is_secret_variable
+from supervisor.stack_file import load_stack
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "kubernetes" / "stack.yaml"
 CANARY = "canary-7f3a9c2e-do-not-leak"

@@ -10,6 +10,7 @@ import docker
 import pytest
 from daemon_process import running_daemon, write_config
 
+from supervisor.clock import SYSTEM_CLOCK
 from supervisor.config import load_config, parse_config
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable
 from supervisor.engine_gate import EngineGate
@@ -71,7 +72,7 @@ def runner(runtime_for: type[Runtime], refusal: DockerError) -> tuple[ServiceRun
         None,
         None,
         StateBoard(),
-        lambda: 0.0,  # type: ignore[arg-type]
+        SYSTEM_CLOCK,
         StackObserver(),
         EngineGate(),
     )

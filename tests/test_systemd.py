@@ -16,7 +16,8 @@ import pytest
 from daemon_process import running_daemon, write_config
 
 from supervisor.config import ConfigError, parse_config
-from supervisor.daemon import DaemonState, ReloadResult, Supervisor
+from supervisor.daemon import ReloadResult, Supervisor
+from supervisor.daemon_lifecycle import EngineReached
 from supervisor.probes import ProbeResult
 from supervisor.service import State
 from supervisor.status import ServiceStatus
@@ -174,7 +175,7 @@ def make_notifier(
 def start_stack(supervisor: Supervisor, *statuses: ServiceStatus) -> FakeStack:
     stack = FakeStack(*statuses)
     supervisor.stack = stack  # type: ignore[assignment]
-    supervisor.state = DaemonState.STARTING
+    supervisor.advance(EngineReached())
     return stack
 
 
