@@ -14,7 +14,7 @@ from supervisor.config import parse_config
 from supervisor.docker_api import ContainerEvent
 from supervisor.engine_gate import EngineGate
 from supervisor.runner import ServiceRunner
-from supervisor.service import StartRequested, State, StopRequested
+from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
 from supervisor.spec import container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import StackObserver
@@ -234,3 +234,45 @@ async def test_an_engine_outage_defers_the_start_until_the_gate_reopens() -> Non
         e.gate.reopen()
         await state(runner, State.STARTING)
         assert e.runtime.calls == ["create web", "start web"]
+
+
+def slow_stop(e: Engine) -> asyncio.Event:
+    """The engine's stop ends the container (its `die` goes out) but answers only once the
+    returned event is set: its clean-up after the exit, which takes a while under load."""
+    answered = asyncio.Event()
+    stop = e.runtime.stop_container
+
+    async def stop_then_clean_up(container_id: str, timeout: float) -> None:
+        await stop(container_id, timeout)
+        await answered.wait()
+
+    e.runtime.stop_container = stop_then_clean_up  # type: ignore[method-assign]
+    return answered
+
+
+async def test_at_shutdown_a_container_counts_as_stopped_at_its_die_event() -> None:
+    e = engine("web:1")
+    answered = slow_stop(e)
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await state(runner, State.STOPPED)  # the call has not returned yet
+        settled = asyncio.create_task(runner.settle())
+        await settle()
+        assert not settled.done()  # the stack still waits for the call before it exits
+        answered.set()
+        await asyncio.wait_for(settled, 5)
+
+
+async def test_outside_shutdown_a_stop_waits_for_the_engine_to_answer() -> None:
+    e = engine("web:1")
+    answered = slow_stop(e)
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(StopRequested(by_operator=True))
+        await state(runner, State.STOPPING)
+        await settle()
+        assert runner.machine.state is State.STOPPING  # the die alone is not enough here
+        answered.set()
+        await state(runner, State.STOPPED)
