@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 
 from supervisor.config import parse_config
-from supervisor.docker_api import ContainerEvent
+from supervisor.docker_api import ContainerEvent, ContainerInfo
 from supervisor.engine_gate import EngineGate
 from supervisor.runner import ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
@@ -276,3 +276,24 @@ async def test_outside_shutdown_a_stop_waits_for_the_engine_to_answer() -> None:
         assert runner.machine.state is State.STOPPING  # the die alone is not enough here
         answered.set()
         await state(runner, State.STOPPED)
+
+
+async def test_a_crash_after_a_long_run_is_restarted_with_nothing_before_the_start() -> None:
+    e = engine("web:1")
+    inspect = e.runtime.inspect_container
+
+    async def logged_inspect(name_or_id: str) -> ContainerInfo | None:
+        e.runtime.calls.append("inspect")
+        return await inspect(name_or_id)
+
+    e.runtime.inspect_container = logged_inspect  # type: ignore[method-assign]
+    text = config("web: {image: web:1, restart: {reset_after: 1s}}\n")
+    async with running(e, make_runner(e, text, "web")) as runner:
+        await state(runner, State.RUNNING)
+        await e.clock.advance(1.0)  # ran for reset_after
+        before = len(e.runtime.calls)
+        e.runtime.exit("web", 1)
+        # No timer to wait out (the clock stands still), and the start is the first call.
+        await until(lambda: e.runtime.count("start web") == 2, "web started again")
+        assert e.runtime.calls[before:][0] == "start web"
+        assert runner.machine.restarts == 1
