@@ -6,6 +6,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.config import ServiceType
+from supervisor.model import CONTAINER_UP, State
+
 GREEN, YELLOW, RED, DIM, BOLD, RESET = (
     "\033[32m",
     "\033[33m",
@@ -15,19 +18,18 @@ GREEN, YELLOW, RED, DIM, BOLD, RESET = (
     "\033[0m",
 )
 _STATE_COLOUR = {
-    "healthy": GREEN,
-    "running": GREEN,
-    "completed": GREEN,
-    "pending": YELLOW,
-    "starting": YELLOW,
-    "restarting": YELLOW,
-    "stopping": YELLOW,
-    "unhealthy": RED,
-    "failed": RED,
-    "blocked": RED,
-    "stopped": DIM,
+    State.HEALTHY: GREEN,
+    State.RUNNING: GREEN,
+    State.COMPLETED: GREEN,
+    State.PENDING: YELLOW,
+    State.STARTING: YELLOW,
+    State.RESTARTING: YELLOW,
+    State.STOPPING: YELLOW,
+    State.UNHEALTHY: RED,
+    State.FAILED: RED,
+    State.BLOCKED: RED,
+    State.STOPPED: DIM,
 }
-_UP_STATES = frozenset({"starting", "running", "healthy", "unhealthy"})
 COLUMNS = ("SERVICE", "STATE", "HEALTH", "UPTIME", "RESTARTS", "LAST ERROR")
 
 
@@ -54,7 +56,7 @@ def last_error(service: Mapping[str, Any]) -> str:
     if probe and not probe["ok"]:
         return f"probe: {probe['detail']}"
     code = service.get("last_exit_code")
-    if service["type"] == "service" and code not in (None, 0):
+    if service["type"] == ServiceType.SERVICE and code not in (None, 0):
         return f"last exit {code}"
     return ""
 
@@ -83,7 +85,7 @@ def render(status: Mapping[str, Any], *, colour: bool, now: float | None = None)
     rows = [COLUMNS]
     colours = [BOLD]
     for s in status["services"]:
-        uptime = duration(now - s["since"]) if s["state"] in _UP_STATES else "-"
+        uptime = duration(now - s["since"]) if s["state"] in CONTAINER_UP else "-"
         rows.append(
             (
                 s["name"],

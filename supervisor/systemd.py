@@ -17,8 +17,7 @@ import sdnotify  # type: ignore[import-untyped]  # ships no type information
 import structlog
 
 from supervisor.daemon import Component, DaemonState, Supervisor
-from supervisor.probes import ProbeResult
-from supervisor.service import State
+from supervisor.model import ProbeResult, State
 from supervisor.status import ServiceStatus, StackObserver, summarize
 
 log = structlog.get_logger(__name__)
