@@ -185,7 +185,6 @@ COMPONENTS: dict[str, type] = {
     "Events": EventsBody,
     "Health": HealthBody,
 }
-_NAMES = {shape: name for name, shape in COMPONENTS.items()}
 
 # -- the serializers ----------------------------------------------------------------------------
 
@@ -320,10 +319,17 @@ def _field(tp: object) -> _Field:
     if isinstance(tp, type) and issubclass(tp, Enum):
         return _Field({"type": "string", "enum": [m.value for m in tp]})
     if isinstance(tp, type) and is_typeddict(tp):
-        return _Field({"$ref": f"#/components/schemas/{_NAMES[tp]}"})
+        return _Field({"$ref": f"#/components/schemas/{_component_name(tp)}"})
     if tp in _SCALARS:
         return _Field({"type": _SCALARS[tp]})
     raise TypeError(f"no OpenAPI schema for {tp!r}")
+
+
+def _component_name(shape: type) -> str:
+    for name, known in COMPONENTS.items():
+        if known is shape:
+            return name
+    raise TypeError(f"{shape.__name__} is referenced but is no component: add it to COMPONENTS")
 
 
 def schema_of(shape: type) -> dict[str, Any]:
