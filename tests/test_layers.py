@@ -76,6 +76,7 @@ ALLOWED: dict[tuple[str, str], str] = {
 def _allowed(importer: str, imported: str) -> bool:
     return (importer.split(".", maxsplit=1)[0], imported.split(".", maxsplit=1)[0]) in ALLOWED
 
+
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
 
@@ -181,8 +182,7 @@ def test_no_module_imports_from_a_higher_layer() -> None:
         f"{importer} ({layer_of(importer)}) imports {imported} ({layer_of(imported)})"
         for importer, targets in sorted(import_graph().items())
         for imported in sorted(targets)
-        if RANK[layer_of(imported)] > RANK[layer_of(importer)]
-        and not _allowed(importer, imported)
+        if RANK[layer_of(imported)] > RANK[layer_of(importer)] and not _allowed(importer, imported)
     ]
     assert not upward, "upward imports:\n" + "\n".join(upward)
 

@@ -68,10 +68,10 @@ def runner(runtime_for: type[Runtime], refusal: DockerError) -> tuple[ServiceRun
     made = ServiceRunner(
         stack,
         service,
-        None,
-        None,
+        None,  # type: ignore[arg-type]  # set below, once the spec's hash is known
+        None,  # type: ignore[arg-type]  # no probes here
         StateBoard(),
-        lambda: 0.0,  # type: ignore[arg-type]
+        lambda: 0.0,
         StackObserver(),
         EngineGate(),
     )
