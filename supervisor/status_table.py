@@ -17,7 +17,8 @@ GREEN, YELLOW, RED, DIM, BOLD, RESET = (
     "\033[1m",
     "\033[0m",
 )
-_STATE_COLOUR = {
+# Keyed by the daemon's own state names (a StrEnum looks up by its plain string too).
+_STATE_COLOUR: dict[str, str] = {
     State.HEALTHY: GREEN,
     State.RUNNING: GREEN,
     State.COMPLETED: GREEN,
@@ -31,6 +32,11 @@ _STATE_COLOUR = {
     State.STOPPED: DIM,
 }
 COLUMNS = ("SERVICE", "STATE", "HEALTH", "UPTIME", "RESTARTS", "LAST ERROR")
+
+
+def state_colour(state: str) -> str:
+    """The colour of a state's row ("" for a state this client does not know)."""
+    return _STATE_COLOUR.get(state, "")
 
 
 def duration(seconds: float) -> str:
@@ -96,7 +102,7 @@ def render(status: Mapping[str, Any], *, colour: bool, now: float | None = None)
                 last_error(s),
             )
         )
-        colours.append(_STATE_COLOUR.get(s["state"], ""))
+        colours.append(state_colour(s["state"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines.append("")
     for row, code in zip(rows, colours, strict=True):
