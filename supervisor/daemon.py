@@ -34,7 +34,7 @@ from supervisor.service import State
 from supervisor.stack import Stack, StackError
 from supervisor.status import Observers, ServiceStatus, StackObserver
 from supervisor.update_schedule import next_update
-from supervisor.updates import Updater, UpdateRequest, UpdateResult
+from supervisor.updates import Outcome, Updater, UpdateRequest, UpdateResult
 
 log = structlog.get_logger(__name__)
 
@@ -338,6 +338,16 @@ class Supervisor(StackObserver):
         self.last_update = result
         outcomes = {s.service: s.outcome.value for s in result.services}
         self.observers.update_done(result.ok, outcomes, result.at)
+        for outcome in result.services:
+            self.events.publish(
+                EventKind.UPDATE,
+                f"update {outcome.outcome.value}: {outcome.reason}",
+                service=outcome.service,
+                level="info" if outcome.outcome is Outcome.UPDATED else "warning",
+                outcome=outcome.outcome.value,
+                old_image=outcome.old_image,
+                new_image=outcome.new_image,
+            )
         level = "info" if result.ok else "error"
         getattr(log, level)(
             "update finished",

@@ -125,6 +125,11 @@ async def container_events(
                     event = to_event(raw)
                     if event is not None:
                         loop.call_soon_threadsafe(queue.put_nowait, event)
+                if stopping.is_set():
+                    break
+                # A stopping engine ends the stream cleanly: that is a lost link too.
+                log.warning("docker event stream ended", retry_in=delay)
+                loop.call_soon_threadsafe(queue.put_nowait, StreamLost("event stream ended"))
             except Exception as exc:
                 if stopping.is_set():
                     break

@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     RELOAD = "reload"  # a config reload was applied or refused
     OPERATOR = "operator"  # an operator's start/stop/restart, with the caller
     DOCKER = "docker"  # the Docker Engine connection was lost or came back
+    UPDATE = "update"  # an image update's outcome for one service (updated, rolled back, ...)
 
 
 @dataclass(frozen=True)

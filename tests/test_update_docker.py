@@ -224,12 +224,18 @@ def test_new_image_that_never_gets_healthy_is_rolled_back_and_stays_pinned(
     tmp_path: Path, project_name: str, images: Images, docker_client: docker.DockerClient
 ) -> None:
     path = tmp_path / "supervisor.yaml"
-    with up(tmp_path, stack(project_name, tmp_path, images.reference)):
+    with up(tmp_path, stack(project_name, tmp_path, images.reference)) as daemon:
         old = images.id_of(images.reference)
         bad = images.release("ENV STANDIN_READY_DELAY=3600")  # /health stays 503
         proc = cli(path, "update", "--no-backup")
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "app: rolled-back" in proc.stdout, proc.stdout
+        # The event history says so too, with both image IDs.
+        [event] = [
+            r for r in daemon.records() if r.get("kind") == "update" and r.get("service") == "app"
+        ]
+        assert event["data"]["outcome"] == "rolled-back"
+        assert (event["data"]["old_image"], event["data"]["new_image"]) == (old, bad)
         assert "migration migrate ran on the new image" in proc.stdout
         app = containers(docker_client, project_name)["app"]
         assert app["Image"] == old
