@@ -60,7 +60,11 @@ class FileWatcher:
     def _pump(self, notify: RustNotify, wanted: frozenset[Path], stop: threading.Event) -> None:
         with notify:
             while not stop.is_set():
-                changes = notify.watch(_STEP_MS, _STEP_MS, 0, stop)
+                try:
+                    changes = notify.watch(_STEP_MS, _STEP_MS, 0, stop)
+                except Exception as exc:  # the watch is gone; SIGHUP and the API still reload
+                    log.error("file watching failed", error=str(exc))
+                    return
                 if isinstance(changes, str):  # "stop", or a "timeout"/"signal": nothing changed
                     continue
                 if any(Path(path) in wanted for _change, path in changes):
