@@ -46,7 +46,11 @@ class FileWatcher:
                 log.warning("cannot watch folder", folder=str(folder), error="not a folder")
         if not folders:
             return
-        notify = RustNotify(folders, False, False, 0, False, True)
+        try:
+            notify = RustNotify(folders, False, False, 0, False, True)
+        except (OSError, RuntimeError) as exc:  # e.g. the system's inotify watch limit
+            log.warning("cannot watch folders", folders=folders, error=str(exc))
+            return
         thread = threading.Thread(
             target=self._pump, args=(notify, wanted, self._stop), name="file-watch", daemon=True
         )
