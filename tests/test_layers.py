@@ -7,7 +7,8 @@ layers, lowest first, are in `LAYERS`; the README's development section draws th
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def layer_of(module: str) -> str:
     raise LookupError(f"supervisor.{module} has no layer: add it to LAYERS in {__file__}")
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     """Every module of the package by dotted name below `supervisor`."""
     found = {}
@@ -106,7 +108,7 @@ def modules() -> dict[str, Path]:
 def imports_of(module: str, path: Path, known: set[str]) -> Iterator[str]:
     """The project modules `module` imports, wherever in the file the import is."""
     package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("supervisor."):
@@ -128,23 +130,29 @@ def imports_of(module: str, path: Path, known: set[str]) -> Iterator[str]:
                     yield _known(target, known)
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _known(name: str, known: set[str]) -> str:
     while name not in known and "." in name:
         name = name.rsplit(".", 1)[0]
     return name
 
 
-def import_graph() -> dict[str, set[str]]:
+@functools.cache
+def import_graph() -> dict[str, frozenset[str]]:
     found = modules()
     known = set(found)
-    graph: dict[str, set[str]] = {}
-    for module, path in found.items():
-        graph[module] = {m for m in imports_of(module, path, known) if m and m != module}
-        graph[module] -= {"__init__"} if module != "__init__" else set()
-    return graph
+    return {
+        # Every module imports the package's `__init__` implicitly; it is no edge of interest.
+        module: frozenset(imports_of(module, path, known)) - {"", module, "__init__"}
+        for module, path in found.items()
+    }
 
 
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+def find_cycle(graph: Mapping[str, Set[str]]) -> list[str] | None:
     """One import cycle as a path `[a, b, …, a]`, or None (iterative depth-first search)."""
     colour: dict[str, int] = dict.fromkeys(graph, 0)  # 0 unseen, 1 on the path, 2 done
     for root in sorted(graph):
@@ -190,7 +198,7 @@ def test_no_module_imports_from_a_higher_layer() -> None:
 def test_only_the_engine_family_imports_docker() -> None:
     users = set()
     for module, path in modules().items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_tree(path)):
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
