@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 import structlog
 from aiohttp import web
 
+from supervisor.api_contract import EventsBody, dumps, event_json
 from supervisor.events import Event, EventLog, SubscriberDropped
 
 log = structlog.get_logger(__name__)
@@ -105,8 +106,8 @@ async def get_events(request: web.Request) -> web.Response:
         since_time=_number(request, "since_time"),
         limit=_int(request, "limit", MAX_LIMIT, 1, MAX_LIMIT),
     )
-    body = {
-        "events": [e.to_json() for e in events],
+    body: EventsBody = {
+        "events": [event_json(e) for e in events],
         "last_id": history.last_id,
         "oldest_id": history.oldest_id(),
     }
@@ -114,7 +115,7 @@ async def get_events(request: web.Request) -> web.Response:
 
 
 def sse_frame(event: Event) -> bytes:
-    data = json.dumps(event.to_json(), separators=(",", ":"))
+    data = dumps(event_json(event))
     return f"id: {event.id}\ndata: {data}\n\n".encode()
 
 

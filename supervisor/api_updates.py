@@ -7,7 +7,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from supervisor.api import SUPERVISOR, ApiError, _dumps, _supervising
+from supervisor.api_contract import ApiError, BackupBody, RestoreBody, dumps, update_json
+from supervisor.api_handlers import SUPERVISOR, supervising
 from supervisor.config import NAME_RE
 from supervisor.update_plan import UnknownServices
 from supervisor.updates import UpdateRequest
@@ -49,7 +50,7 @@ def _names(body: dict[str, Any], key: str) -> tuple[str, ...]:
 
 async def post_update(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
-    _supervising(sup)
+    supervising(sup)
     body = await _body(
         request,
         {
@@ -77,24 +78,24 @@ async def post_update(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from None
     except LookupError as exc:
         raise ApiError(409, str(exc)) from None
-    return web.json_response(result.to_json(), status=200 if result.ok else 422, dumps=_dumps)
+    return web.json_response(update_json(result), status=200 if result.ok else 422, dumps=dumps)
 
 
 async def post_backup(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
-    _supervising(sup)
+    supervising(sup)
     body = await _body(request, {"services": list})
     try:
         ok, message, files = await sup.backup(_names(body, "services"))
     except UnknownServices as exc:
         raise ApiError(400, str(exc)) from None
-    answer = {"ok": ok, "message": message, "files": files}
-    return web.json_response(answer, status=200 if ok else 422, dumps=_dumps)
+    answer: BackupBody = {"ok": ok, "message": message, "files": files}
+    return web.json_response(answer, status=200 if ok else 422, dumps=dumps)
 
 
 async def post_restore(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
-    _supervising(sup)
+    supervising(sup)
     body = await _body(request, {"service": str, "backup": str})
     service, backup = body.get("service"), body.get("backup")
     if not service or not backup:
@@ -105,8 +106,8 @@ async def post_restore(request: web.Request) -> web.Response:
         ok, message = await sup.restore(service, backup)
     except UnknownServices as exc:
         raise ApiError(400, str(exc)) from None
-    answer = {"ok": ok, "message": message}
-    return web.json_response(answer, status=200 if ok else 422, dumps=_dumps)
+    answer: RestoreBody = {"ok": ok, "message": message}
+    return web.json_response(answer, status=200 if ok else 422, dumps=dumps)
 
 
 def add_routes(app: web.Application) -> None:

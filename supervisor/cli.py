@@ -12,6 +12,9 @@ from pathlib import Path
 from supervisor import __version__
 from supervisor.compose import load_compose
 from supervisor.config import ConfigError, ExecProbe, Probe, StackConfig, TcpProbe
+
+# Re-exported: scripts and tests have read it from here.
+from supervisor.exit_codes import EX_CONFIG as EX_CONFIG  # noqa: PLC0414 - re-export
 from supervisor.kube_output import add_export_command
 from supervisor.logs import configure_logging
 from supervisor.remote_commands import add_commands
@@ -19,7 +22,6 @@ from supervisor.stack_file import load_stack
 
 DEFAULT_CONFIG = "/etc/ovpn-supervisor/supervisor.yaml"
 CONFIG_ENV = "OVPN_SUPERVISOR_CONFIG"
-EX_CONFIG = 78  # sysexits.h: configuration error; systemd must not restart-loop on it
 
 
 def _config_path(args: argparse.Namespace) -> Path:

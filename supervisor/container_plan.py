@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.docker_api import ContainerInfo
+from supervisor.docker_types import ContainerInfo
 from supervisor.spec import (
     LABEL_PINNED_IMAGE,
     LABEL_PINNED_REFERENCE,

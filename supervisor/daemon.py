@@ -35,6 +35,8 @@ from supervisor.daemon_lifecycle import (
 )
 from supervisor.docker_api import DockerError, DockerRuntime, DockerUnavailable
 from supervisor.events import EventKind, EventLog, EventRecorder
+from supervisor.exit_codes import EX_FAILURE as EXIT_FAILURE
+from supervisor.exit_codes import EX_OK as EXIT_OK
 from supervisor.file_watch import FileWatcher
 from supervisor.probes import Prober, ProbeResult
 from supervisor.reload_queue import ReloadQueue
@@ -47,8 +49,6 @@ from supervisor.updates import Outcome, Updater, UpdateRequest, UpdateResult
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 GIL_SWITCH_INTERVAL = 0.0005
 # How long a reload waits for a stack that is still coming up before applying anyway.
 FIRST_START_WAIT = 300.0

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from supervisor.api import ApiSetupError, api_component
-from supervisor.cli import EX_CONFIG
 from supervisor.config import StackConfig
 from supervisor.daemon import Component, run_daemon
 from supervisor.docker_api import DockerError, DockerRuntime
+from supervisor.exit_codes import EX_CONFIG, EX_FAILURE, EX_OK
 from supervisor.stack import remove_stack
 from supervisor.systemd import systemd_component
 
@@ -39,9 +39,9 @@ def down(config: StackConfig, *, volumes: bool) -> int:
             await remove_stack(config, runtime, volumes=volumes)
         except DockerError as exc:
             print(f"down failed: {exc}", file=sys.stderr)
-            return 1
+            return EX_FAILURE
         finally:
             await runtime.close()
-        return 0
+        return EX_OK
 
     return asyncio.run(remove())

@@ -1,37 +1,58 @@
-"""The only module that imports docker-py: an async facade over the Docker Engine API.
+"""The Docker facade: `DockerRuntime`, an async front over the Docker Engine API.
 
-Every blocking call runs in a small dedicated thread pool, never on the event loop. The event
-stream runs in its own thread and hands events to the loop with `call_soon_threadsafe`. Callers
-get the project's own frozen dataclasses and errors, never docker-py objects.
+Only the `docker_*` modules import docker-py: this one (calls), `docker_streams` (followed
+logs, the event stream, exec streams), `docker_errors`; `docker_types` holds the frozen value
+types they hand out. Every blocking call runs in a small dedicated thread pool, never on the
+event loop; a stream runs in a thread of its own and hands over to the loop. Callers get the
+project's own dataclasses and errors, never docker-py objects; import them from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import threading
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import requests.exceptions
 import structlog
-from docker.utils.socket import frames_iter
 
-from supervisor.spec import (
-    LABEL_CONFIG_HASH,
-    LABEL_PROJECT,
-    LABEL_SERVICE,
-    ContainerSpec,
-    NetworkSpec,
-    VolumeSpec,
+from supervisor import docker_streams
+from supervisor.docker_errors import (
+    ContainerNotFound,
+    DockerError,
+    DockerUnavailable,
+    ImageNotFound,
+    translate,
 )
+from supervisor.docker_types import (
+    ContainerEvent,
+    ContainerInfo,
+    ExecResult,
+    LogOptions,
+    StreamLost,
+    StreamReset,
+    to_info,
+)
+from supervisor.spec import LABEL_PROJECT, ContainerSpec, NetworkSpec, VolumeSpec
+
+__all__ = [
+    "ContainerEvent",
+    "ContainerInfo",
+    "ContainerNotFound",
+    "DockerError",
+    "DockerRuntime",
+    "DockerUnavailable",
+    "ExecResult",
+    "ImageNotFound",
+    "LogOptions",
+    "StreamLost",
+    "StreamReset",
+    "bind_list",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -39,125 +60,6 @@ T = TypeVar("T")
 
 # Engine API answers are small; a generous timeout only bounds a wedged engine.
 _API_TIMEOUT = 60.0
-_STDERR_TAIL = 4096  # how much of a backup or restore command's messages is kept
-_CHUNK = 64 * 1024
-
-
-class DockerError(Exception):
-    """A Docker Engine call failed; the message names the object it was about."""
-
-
-class DockerUnavailable(DockerError):
-    """The Docker Engine cannot be reached."""
-
-
-class ImageNotFound(DockerError):
-    """An image is neither present locally nor pullable."""
-
-
-class ContainerNotFound(DockerError):
-    """No container by that name or id (never created, or removed)."""
-
-
-@dataclass(frozen=True)
-class LogOptions:
-    """Which part of a container's output to read (as `docker logs` takes it)."""
-
-    tail: int | None = None  # last N lines; None: all
-    since: float | None = None  # epoch seconds
-    timestamps: bool = False
-
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "stdout": True,
-            "stderr": True,
-            "timestamps": self.timestamps,
-            "tail": "all" if self.tail is None else self.tail,
-            # Whole seconds: docker-py would send a tiny float in exponent notation, which the
-            # engine cannot parse; under a second means "from the start" anyway.
-            **({"since": int(self.since)} if self.since and self.since >= 1 else {}),
-        }
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """What the engine reports about one container."""
-
-    id: str
-    name: str
-    service: str | None
-    config_hash: str | None
-    status: str
-    running: bool
-    exit_code: int | None
-    oom_killed: bool
-    started_at: str
-    finished_at: str
-    addresses: Mapping[str, str] = field(default_factory=dict)
-    image_id: str = ""  # the image ID the container was created from
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created: str = ""  # RFC 3339, as the engine reports it
-
-    @property
-    def address(self) -> str | None:
-        """First IP address the host can use to reach the container."""
-        return next((ip for ip in self.addresses.values() if ip), None)
-
-
-@dataclass(frozen=True)
-class ContainerEvent:
-    """One container event from the engine's stream."""
-
-    action: str
-    container_id: str
-    name: str
-    service: str | None
-    attributes: Mapping[str, str]
-    time_ns: int
-
-
-@dataclass(frozen=True)
-class StreamReset:
-    """The event stream (re)connected: events may have been missed, re-inspect everything."""
-
-    reconnected: bool
-
-
-@dataclass(frozen=True)
-class StreamLost:
-    """The event stream broke: the engine is probably gone (it reconnects by itself)."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """Outcome of a command run inside a container."""
-
-    exit_code: int
-    output: bytes
-
-
-def _to_info(attrs: Mapping[str, Any]) -> ContainerInfo:
-    state = attrs.get("State") or {}
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    return ContainerInfo(
-        id=attrs["Id"],
-        name=str(attrs.get("Name", "")).lstrip("/"),
-        service=labels.get(LABEL_SERVICE),
-        config_hash=labels.get(LABEL_CONFIG_HASH),
-        status=str(state.get("Status", "unknown")),
-        running=bool(state.get("Running", False)),
-        exit_code=state.get("ExitCode"),
-        oom_killed=bool(state.get("OOMKilled", False)),
-        started_at=str(state.get("StartedAt", "")),
-        finished_at=str(state.get("FinishedAt", "")),
-        addresses={name: str(net.get("IPAddress") or "") for name, net in networks.items()},
-        image_id=str(attrs.get("Image") or ""),
-        labels={str(k): str(v) for k, v in labels.items()},
-        created=str(attrs.get("Created", "")),
-    )
 
 
 def bind_list(spec: ContainerSpec) -> list[str]:
@@ -167,16 +69,6 @@ def bind_list(spec: ContainerSpec) -> list[str]:
         f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
         for m in (*spec.volume_mounts, *spec.bind_mounts)
     ]
-
-
-def _translate(exc: Exception, what: str) -> DockerError:
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return ImageNotFound(f"{what}: {exc.explanation or exc}")
-    if isinstance(exc, docker.errors.APIError):
-        return DockerError(f"{what}: {exc.explanation or exc}")
-    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException):
-        return DockerUnavailable(f"{what}: Docker Engine unreachable ({exc})")
-    return DockerError(f"{what}: {exc}")
 
 
 class DockerRuntime:
@@ -204,7 +96,7 @@ class DockerRuntime:
         except DockerError:
             raise
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            raise translate(exc, what) from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -415,7 +307,7 @@ class DockerRuntime:
     async def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
             try:
-                return _to_info(self._api.inspect_container(name_or_id))
+                return to_info(self._api.inspect_container(name_or_id))
             except docker.errors.NotFound:
                 return None
 
@@ -427,7 +319,7 @@ class DockerRuntime:
             infos = []
             for c in found:
                 with contextlib.suppress(docker.errors.NotFound):
-                    infos.append(_to_info(self._api.inspect_container(c["Id"])))
+                    infos.append(to_info(self._api.inspect_container(c["Id"])))
             return infos
 
         return await self._call(f"containers of {project}", listing)
@@ -458,205 +350,36 @@ class DockerRuntime:
 
         return await self._call(f"logs of container {name_or_id}", read)
 
-    async def follow_logs(self, name_or_id: str, options: LogOptions) -> AsyncGenerator[bytes]:
-        """A container's output, then what it writes from now on, until it exits.
+    def follow_logs(self, name_or_id: str, options: LogOptions) -> AsyncGenerator[bytes]:
+        """A container's output, then what it writes until it exits (`docker_streams`)."""
+        return docker_streams.follow_logs(lambda: self._api, name_or_id, options)
 
-        The stream is read in a thread of its own (not the call pool: a follower may last
-        for hours) and handed over through a small queue, so a slow reader slows only its
-        own stream. Closing the iterator closes the stream.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=64)
-        stopping = threading.Event()
-        holder: dict[str, Any] = {}
-
-        def hand_over(item: bytes | Exception | None) -> bool:
-            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    future.result(timeout=0.5)
-                    return True
-            future.cancel()
-            return False
-
-        def pump() -> None:
-            try:
-                stream = self._api.logs(name_or_id, stream=True, follow=True, **options.kwargs())
-                holder["stream"] = stream
-                if stopping.is_set():
-                    stream.close()
-                    return
-                for chunk in stream:
-                    if not hand_over(bytes(chunk)):
-                        return
-            except docker.errors.NotFound:
-                hand_over(ContainerNotFound(f"container {name_or_id}: not found"))
-            except Exception as exc:
-                if not stopping.is_set():
-                    hand_over(_translate(exc, f"logs of container {name_or_id}"))
-                return
-            hand_over(None)
-
-        thread = threading.Thread(target=pump, name=f"docker-logs-{name_or_id}", daemon=True)
-        thread.start()
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            _stop_pump(stopping, holder)
+    # -- backups and restores -------------------------------------------------------------
 
     async def exec_to_file(
         self, container_id: str, argv: tuple[str, ...], target: Path
     ) -> ExecResult:
-        """Run a command inside a container, streaming its stdout into `target` (a backup).
-
-        The result's `output` is the tail of its stderr, for the error message.
-        """
-
-        def run() -> ExecResult:
-            api = self._api
-            exec_id = str(api.exec_create(container_id, list(argv), stdout=True, stderr=True)["Id"])
-            errors = bytearray()
-            with target.open("wb") as out:
-                for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                    if stdout:
-                        out.write(stdout)
-                    if stderr:
-                        errors.extend(stderr)
-                        del errors[:-_STDERR_TAIL]
-            exit_code = api.exec_inspect(exec_id).get("ExitCode")
-            return ExecResult(exit_code if exit_code is not None else -1, bytes(errors))
-
-        return await self._call(f"exec {argv[0]} in {container_id[:12]}", run)
+        """Run a command inside a container, its stdout into `target`; output: stderr's tail."""
+        return await self._call(
+            f"exec {argv[0]} in {container_id[:12]}",
+            lambda: docker_streams.exec_to_file(self._api, container_id, argv, target),
+        )
 
     async def exec_from_file(
         self, container_id: str, argv: tuple[str, ...], source: Path
     ) -> ExecResult:
-        """Run a command inside a container with `source` on its stdin (a restore).
-
-        The result's `output` is the command's output (stdout and stderr), its tail only.
-        """
-
-        def run() -> ExecResult:
-            api = self._api
-            exec_id = str(
-                api.exec_create(container_id, list(argv), stdin=True, stdout=True, stderr=True)[
-                    "Id"
-                ]
-            )
-            stream = api.exec_start(exec_id, socket=True)
-            raw: socket.socket = getattr(stream, "_sock", stream)  # type: ignore[arg-type]
-            output = bytearray()
-
-            def drain() -> None:
-                # Read while feeding: a command that answers every statement would otherwise
-                # fill the socket and stall on its output while we stall on its input.
-                for _kind, payload in frames_iter(stream, tty=False):  # type: ignore[no-untyped-call]
-                    output.extend(payload)
-                    del output[:-_STDERR_TAIL]
-
-            reader = threading.Thread(target=drain, name="exec-output", daemon=True)
-            reader.start()
-            try:
-                with source.open("rb") as feed:
-                    while chunk := feed.read(_CHUNK):
-                        raw.sendall(chunk)
-                raw.shutdown(socket.SHUT_WR)  # end of stdin for the command
-                reader.join(_API_TIMEOUT * 10)
-            finally:
-                stream.close()
-            exit_code = api.exec_inspect(exec_id).get("ExitCode")
-            return ExecResult(exit_code if exit_code is not None else -1, bytes(output))
-
-        return await self._call(f"exec {argv[0]} in {container_id[:12]}", run)
+        """Run a command inside a container, `source` on its stdin; output: its output's tail."""
+        return await self._call(
+            f"exec {argv[0]} in {container_id[:12]}",
+            lambda: docker_streams.exec_from_file(self._api, container_id, argv, source),
+        )
 
     # -- events ---------------------------------------------------------------------------
 
-    async def events(
+    def events(
         self, project: str, *, retry_initial: float = 0.25, retry_max: float = 2.0
     ) -> AsyncIterator[ContainerEvent | StreamReset | StreamLost]:
-        """The project's container events, reconnecting with backoff when the stream breaks.
-
-        A `StreamReset` is yielded on every (re)connection: events may have been missed, so the
-        consumer re-inspects what it manages.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ContainerEvent | StreamReset | StreamLost] = asyncio.Queue()
-        stopping = threading.Event()
-        holder: dict[str, Any] = {}
-
-        def pump() -> None:
-            delay = retry_initial
-            connected_before = False
-            while not stopping.is_set():
-                client = None
-                try:
-                    client = docker.from_env(timeout=None)  # type: ignore[arg-type]
-                    stream = client.api.events(
-                        decode=True,
-                        filters={"type": "container", "label": f"{LABEL_PROJECT}={project}"},
-                    )
-                    holder["stream"] = stream
-                    if stopping.is_set():
-                        stream.close()
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, StreamReset(connected_before))
-                    connected_before = True
-                    delay = retry_initial
-                    for raw in stream:
-                        event = _to_event(raw)
-                        if event is not None:
-                            loop.call_soon_threadsafe(queue.put_nowait, event)
-                    if stopping.is_set():
-                        break
-                    # A stopping engine ends the stream cleanly: that is a lost link too.
-                    log.warning("docker event stream ended", retry_in=delay)
-                    loop.call_soon_threadsafe(queue.put_nowait, StreamLost("event stream ended"))
-                except Exception as exc:
-                    if stopping.is_set():
-                        break
-                    log.warning("docker event stream broken", error=str(exc), retry_in=delay)
-                    loop.call_soon_threadsafe(queue.put_nowait, StreamLost(str(exc)))
-                finally:
-                    if client is not None:
-                        with contextlib.suppress(Exception):
-                            client.close()
-                if stopping.wait(delay):
-                    break
-                delay = min(delay * 2, retry_max)
-
-        thread = threading.Thread(target=pump, name=f"docker-events-{project}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            _stop_pump(stopping, holder)
-
-
-def _stop_pump(stopping: threading.Event, holder: Mapping[str, Any]) -> None:
-    """End a stream-reading thread: closing its stream wakes a read blocked on it."""
-    stopping.set()
-    stream = holder.get("stream")
-    if stream is not None:
-        with contextlib.suppress(Exception):
-            stream.close()
-
-
-def _to_event(raw: Mapping[str, Any]) -> ContainerEvent | None:
-    if raw.get("Type") != "container":
-        return None
-    actor = raw.get("Actor") or {}
-    attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
-    action = str(raw.get("Action") or raw.get("status") or "")
-    return ContainerEvent(
-        # "health_status: healthy" and "exec_start: sh -c ..." carry detail after a colon.
-        action=action.split(":", 1)[0].strip(),
-        container_id=str(actor.get("ID") or raw.get("id") or ""),
-        name=attributes.get("name", ""),
-        service=attributes.get(LABEL_SERVICE),
-        attributes=attributes,
-        time_ns=int(raw.get("timeNano") or time.time_ns()),
-    )
+        """The project's container events, reconnecting with backoff (`docker_streams`)."""
+        return docker_streams.container_events(
+            project, retry_initial=retry_initial, retry_max=retry_max
+        )

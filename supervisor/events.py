@@ -20,9 +20,8 @@ from typing import Any
 
 import structlog
 
-from supervisor.probes import ProbeResult
-from supervisor.service import State
-from supervisor.status import RestartCause, ServiceStatus, StackObserver
+from supervisor.model import ProbeResult, RestartCause, State
+from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
 
@@ -54,16 +53,6 @@ class Event:
     service: str | None
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "kind": self.kind.value,
-            "service": self.service,
-            "message": self.message,
-            "data": dict(self.data),
-        }
 
 
 class Subscription:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from supervisor.config import StackConfig
+from supervisor.exit_codes import EX_CONFIG
 from supervisor.kube_common import (
     WAIT_IMAGE,
     WAIT_IMAGE_TAG,
@@ -22,7 +23,6 @@ from supervisor.kube_common import (
 from supervisor.kube_export import KubeExport, export_stack
 from supervisor.kube_workloads import secret_name
 
-EX_CONFIG = 78
 KUSTOMIZATION = "kustomization.yaml"
 NOTES = "NOTES.md"
 

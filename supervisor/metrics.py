@@ -23,9 +23,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from supervisor.probes import ProbeResult
-from supervisor.service import State
-from supervisor.status import RestartCause, ServiceStatus, StackObserver
+from supervisor.model import ProbeResult, RestartCause, State
+from supervisor.status import ServiceStatus, StackObserver
 
 PREFIX = "ovpn_supervisor"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

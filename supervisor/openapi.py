@@ -1,28 +1,10 @@
-"""The status API's OpenAPI 3 document, written by hand to match `api.py`'s answers."""
+"""The status API's OpenAPI 3 document: paths written here, answers' schemas from `api_contract`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from supervisor.config import ServiceType
-from supervisor.events import EventKind
-from supervisor.service import State
-
-_NULLABLE_STR = {"type": "string", "nullable": True}
-_NULLABLE_INT = {"type": "integer", "nullable": True}
-
-
-def _object(properties: dict[str, Any], nullable: bool = False) -> dict[str, Any]:
-    """A closed object: every property required, no others allowed."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-    if nullable:
-        schema["nullable"] = True
-    return schema
+from supervisor.api_contract import component_schemas
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -125,76 +107,8 @@ def _blocking(summary: str, name: str, request: str, result: str, done: str) -> 
     }
 
 
-SCHEMAS: dict[str, Any] = {
-    "Error": _object({"error": {"type": "string"}, "message": {"type": "string"}}),
-    "Probe": _object(
-        {
-            "ok": {"type": "boolean"},
-            "detail": {"type": "string"},
-            "status": _NULLABLE_INT,
-            "latency_seconds": {"type": "number"},
-            "at": {"type": "number", "description": "epoch seconds"},
-        },
-        nullable=True,
-    ),
-    "Service": _object(
-        {
-            "name": {"type": "string"},
-            "type": {"type": "string", "enum": [t.value for t in ServiceType]},
-            "image": {"type": "string"},
-            "state": {"type": "string", "enum": [s.value for s in State]},
-            "health": {
-                "type": "string",
-                "enum": ["healthy", "unhealthy", "starting", "unknown", "none"],
-            },
-            "up_to_target": {"type": "boolean"},
-            "reason": {"type": "string"},
-            "since": {"type": "number", "description": "epoch seconds of the last state change"},
-            "container_id": _NULLABLE_STR,
-            "restarts": {"type": "integer"},
-            "last_exit_code": _NULLABLE_INT,
-            "last_probe": _ref("Probe"),
-            "blocked_by": _NULLABLE_STR,
-            "operator_stopped": {"type": "boolean"},
-            "environment_keys": {"type": "array", "items": {"type": "string"}},
-        }
-    ),
-    "ReloadResult": _object(
-        {
-            "ok": {"type": "boolean"},
-            "at": {"type": "number"},
-            "message": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "string"}},
-            "added": {"type": "array", "items": {"type": "string"}},
-            "removed": {"type": "array", "items": {"type": "string"}},
-            "changed": {"type": "array", "items": {"type": "string"}},
-            "notes": {"type": "array", "items": {"type": "string"}},
-        }
-    ),
-    "ServiceOutcome": _object(
-        {
-            "service": {"type": "string"},
-            "outcome": {
-                "type": "string",
-                "enum": ["updated", "rolled-back", "failed", "skipped"],
-            },
-            "old_image": _NULLABLE_STR,
-            "new_image": _NULLABLE_STR,
-            "reason": {"type": "string"},
-        }
-    ),
-    "UpdateResult": _object(
-        {
-            "ok": {"type": "boolean", "description": "every planned service was updated"},
-            "at": {"type": "number"},
-            "message": {"type": "string"},
-            "dry_run": {"type": "boolean"},
-            "plan": {"type": "array", "items": {"type": "string"}},
-            "services": {"type": "array", "items": _ref("ServiceOutcome")},
-            "backups": {"type": "array", "items": {"type": "string"}},
-            "notes": {"type": "array", "items": {"type": "string"}},
-        }
-    ),
+# What clients send: the handlers check these bodies themselves (`api_updates`).
+_REQUESTS: dict[str, Any] = {
     "UpdateRequest": {
         "type": "object",
         "additionalProperties": False,
@@ -217,69 +131,15 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {"services": {"type": "array", "items": {"type": "string"}}},
     },
-    "BackupResult": _object(
-        {
-            "ok": {"type": "boolean"},
-            "message": {"type": "string"},
-            "files": {"type": "array", "items": {"type": "string"}},
-        }
-    ),
-    "RestoreRequest": _object({"service": {"type": "string"}, "backup": {"type": "string"}}),
-    "RestoreResult": _object({"ok": {"type": "boolean"}, "message": {"type": "string"}}),
-    "Daemon": _object(
-        {
-            "state": {"type": "string"},
-            "version": {"type": "string"},
-            "pid": {"type": "integer"},
-            "uptime_seconds": {"type": "number"},
-            "config_file": {"type": "string"},
-            "config_digest": {"type": "string"},
-            "docker_connected": {"type": "boolean"},
-            "last_reload": {**_ref("ReloadResult"), "nullable": True},
-            "last_update": {**_ref("UpdateResult"), "nullable": True},
-            "summary": {"type": "string"},
-            "all_up": {"type": "boolean"},
-        }
-    ),
-    "Status": _object(
-        {"daemon": _ref("Daemon"), "services": {"type": "array", "items": _ref("Service")}}
-    ),
-    "CommandAccepted": _object(
-        {
-            "service": {"type": "string"},
-            "action": {"type": "string", "enum": ["start", "stop", "restart"]},
-            "accepted": {"type": "boolean"},
-            "state": {"type": "string"},
-        }
-    ),
-    "Event": _object(
-        {
-            "id": {"type": "integer"},
-            "at": {"type": "number", "description": "epoch seconds"},
-            "kind": {
-                "type": "string",
-                "enum": [k.value for k in EventKind],
-            },
-            "service": _NULLABLE_STR,
-            "message": {"type": "string"},
-            "data": {"type": "object"},
-        }
-    ),
-    "Events": _object(
-        {
-            "events": {"type": "array", "items": _ref("Event")},
-            "last_id": {"type": "integer", "description": "id of the newest event (0: none)"},
-            "oldest_id": {"type": "integer", "description": "id of the oldest event held"},
-        }
-    ),
-    "Health": _object(
-        {
-            "ok": {"type": "boolean"},
-            "loop_lag_seconds": {"type": "number"},
-            "docker_connected": {"type": "boolean"},
-        }
-    ),
+    "RestoreRequest": {
+        "type": "object",
+        "properties": {"service": {"type": "string"}, "backup": {"type": "string"}},
+        "required": ["service", "backup"],
+        "additionalProperties": False,
+    },
 }
+# What the API answers: derived from the shapes its serializers build.
+SCHEMAS: dict[str, Any] = {**component_schemas(), **_REQUESTS}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",

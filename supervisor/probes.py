@@ -13,17 +13,7 @@ import aiohttp
 
 from supervisor.config import ExecProbe, HttpProbe, Probe, TcpProbe
 from supervisor.docker_api import DockerError, ExecResult
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One probe's outcome, kept for the status API."""
-
-    ok: bool
-    detail: str
-    latency: float
-    at: float
-    status: int | None = None
+from supervisor.model import ProbeResult as ProbeResult  # noqa: PLC0414 - re-export
 
 
 @dataclass(frozen=True)

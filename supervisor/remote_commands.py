@@ -22,15 +22,11 @@ from supervisor.config import (
     load_api_config,
     parse_duration,
 )
+from supervisor.exit_codes import EX_CONFIG, EX_FAILURE, EX_REFUSED, EX_UNREACHABLE, EX_USAGE
 from supervisor.local_token import generated_token_path
 from supervisor.status_table import reload_report, render, update_report
 from supervisor.watch_commands import add_watch_commands
 
-EX_NOT_UP = 1  # status: something is not where it should be; reload: refused
-EX_UNREACHABLE = 3  # no daemon answers (the LSB "program is not running" code)
-EX_REFUSED = 4  # the daemon refused the request (token, unknown service, not supervising)
-EX_USAGE = 2  # a service name the config does not have
-EX_CONFIG = 78
 RELOAD_TIMEOUT = 600.0  # applying a reload may recreate containers
 UPDATE_TIMEOUT = 6 * 3600.0  # pulls, backups and a health-gated recreate per service
 
@@ -119,7 +115,7 @@ def _status(args: argparse.Namespace) -> Callable[[ApiClient], int]:
         else:
             colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
             print(render(status, colour=colour))
-        return 0 if status["daemon"]["all_up"] else EX_NOT_UP
+        return 0 if status["daemon"]["all_up"] else EX_FAILURE
 
     return call
 
@@ -142,7 +138,7 @@ def _reload(args: argparse.Namespace) -> Callable[[ApiClient], int]:
             print(json.dumps(result, indent=2))
         else:
             print(reload_report(result))
-        return 0 if result["ok"] else EX_NOT_UP
+        return 0 if result["ok"] else EX_FAILURE
 
     return call
 
@@ -160,7 +156,7 @@ def _update(args: argparse.Namespace) -> Callable[[ApiClient], int]:
             "POST", "/v1/update", accept=(200, 422), timeout=UPDATE_TIMEOUT, body=body
         )
         print(json.dumps(result, indent=2) if args.json else update_report(result))
-        return 0 if result["ok"] else EX_NOT_UP
+        return 0 if result["ok"] else EX_FAILURE
 
     return call
 
@@ -174,7 +170,7 @@ def _backup(args: argparse.Namespace) -> Callable[[ApiClient], int]:
         print(f"backup {'done' if result['ok'] else 'failed'}: {result['message']}")
         for file in result["files"]:
             print(f"  {file}")
-        return 0 if result["ok"] else EX_NOT_UP
+        return 0 if result["ok"] else EX_FAILURE
 
     return call
 
@@ -188,7 +184,7 @@ def _restore(args: argparse.Namespace) -> Callable[[ApiClient], int]:
             "POST", "/v1/restore", accept=(200, 422), timeout=UPDATE_TIMEOUT, body=body
         )
         print(f"restore {'done' if result['ok'] else 'failed'}: {result['message']}")
-        return 0 if result["ok"] else EX_NOT_UP
+        return 0 if result["ok"] else EX_FAILURE
 
     return call
 

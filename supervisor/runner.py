@@ -154,7 +154,7 @@ class ServiceRunner:
         m = self.machine
         return ServiceStatus(
             name=self.name,
-            type=self.service.type.value,
+            type=self.service.type,
             image=self.service.image,
             state=m.state,
             reason=m.reason,

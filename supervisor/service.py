@@ -8,43 +8,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from supervisor.config import Condition, RestartPolicy, ServiceConfig, ServiceType
 
-
-class State(StrEnum):
-    """Where a service is in its life."""
-
-    PENDING = "pending"  # waiting on dependencies, or for its container to come up
-    STARTING = "starting"  # container running, inside its start period, not yet healthy
-    RUNNING = "running"  # container running; no probe (or a job at work)
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    RESTARTING = "restarting"  # stopped for a restart, waiting out the backoff
-    COMPLETED = "completed"  # a job that exited 0
-    FAILED = "failed"  # gave up: start failure, failed job, crash-loop limit
-    BLOCKED = "blocked"  # a dependency failed, so this one cannot start
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class RestartCause(StrEnum):
-    """Why a restart was issued; a bounded set, fit for a metric label."""
-
-    EXITED = "exited"
-    OOM = "oom"
-    REMOVED = "removed"
-    UNHEALTHY = "unhealthy"
-    START_FAILED = "start-failed"
-    OPERATOR = "operator"
-    DEPENDENCY = "dependency"
-
-
-CONTAINER_UP = frozenset({State.STARTING, State.RUNNING, State.HEALTHY, State.UNHEALTHY})
-# States in which nothing more happens until someone asks for it.
-QUIESCENT = frozenset({State.STOPPED, State.COMPLETED, State.FAILED, State.BLOCKED})
-
+# Re-exported: these value types lived here before `supervisor.model`.
+from supervisor.model import CONTAINER_UP as CONTAINER_UP  # noqa: PLC0414 - re-export
+from supervisor.model import QUIESCENT as QUIESCENT  # noqa: PLC0414 - re-export
+from supervisor.model import RestartCause as RestartCause  # noqa: PLC0414 - re-export
+from supervisor.model import State as State  # noqa: PLC0414 - re-export
 
 # -- events (what happened) -----------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
-from enum import StrEnum
 
 import structlog
 
@@ -25,6 +24,9 @@ from supervisor.docker_api import (
 )
 from supervisor.engine_gate import EngineGate
 from supervisor.graph import DependencyGraph
+
+# Re-exported: it lived here before `supervisor.model`.
+from supervisor.model import OperatorCommand as OperatorCommand  # noqa: PLC0414 - re-export
 from supervisor.runner import ServiceRunner
 from supervisor.runtime import ProbeRunner, StackRuntime
 from supervisor.service import (
@@ -56,12 +58,6 @@ DEFAULT_ORPHAN_STOP_TIMEOUT = 10.0
 CATCH_UP_TIMEOUT = 30.0
 # How long a reload waits for the services it (re)created to come up before it reports.
 APPLY_START_WAIT = 120.0
-
-
-class OperatorCommand(StrEnum):
-    START = "start"
-    STOP = "stop"
-    RESTART = "restart"
 
 
 class StackError(Exception):

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-from supervisor.service import State
+from supervisor.model import State
 
 T = TypeVar("T")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supervisor.probes import ProbeResult
-from supervisor.service import RestartCause, State
+from supervisor.config import ServiceType
+from supervisor.model import ProbeResult, RestartCause, State
 
 __all__ = ["Observers", "RestartCause", "ServiceStatus", "StackObserver", "summarize"]
 
@@ -15,7 +15,7 @@ class ServiceStatus:
     """One service as the daemon sees it. Environment values never appear here, only keys."""
 
     name: str
-    type: str
+    type: ServiceType
     image: str
     state: State
     reason: str
@@ -32,7 +32,7 @@ class ServiceStatus:
     @property
     def up_to_target(self) -> bool:
         """Where this service should be once the stack is up."""
-        if self.type == "job":
+        if self.type is ServiceType.JOB:
             return self.state is State.COMPLETED
         if self.has_probe:
             return self.state is State.HEALTHY

@@ -6,6 +6,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.config import ServiceType
+from supervisor.model import CONTAINER_UP, State
+
 GREEN, YELLOW, RED, DIM, BOLD, RESET = (
     "\033[32m",
     "\033[33m",
@@ -14,21 +17,26 @@ GREEN, YELLOW, RED, DIM, BOLD, RESET = (
     "\033[1m",
     "\033[0m",
 )
-_STATE_COLOUR = {
-    "healthy": GREEN,
-    "running": GREEN,
-    "completed": GREEN,
-    "pending": YELLOW,
-    "starting": YELLOW,
-    "restarting": YELLOW,
-    "stopping": YELLOW,
-    "unhealthy": RED,
-    "failed": RED,
-    "blocked": RED,
-    "stopped": DIM,
+# Keyed by the daemon's own state names (a StrEnum looks up by its plain string too).
+_STATE_COLOUR: dict[str, str] = {
+    State.HEALTHY: GREEN,
+    State.RUNNING: GREEN,
+    State.COMPLETED: GREEN,
+    State.PENDING: YELLOW,
+    State.STARTING: YELLOW,
+    State.RESTARTING: YELLOW,
+    State.STOPPING: YELLOW,
+    State.UNHEALTHY: RED,
+    State.FAILED: RED,
+    State.BLOCKED: RED,
+    State.STOPPED: DIM,
 }
-_UP_STATES = frozenset({"starting", "running", "healthy", "unhealthy"})
 COLUMNS = ("SERVICE", "STATE", "HEALTH", "UPTIME", "RESTARTS", "LAST ERROR")
+
+
+def state_colour(state: str) -> str:
+    """The colour of a state's row ("" for a state this client does not know)."""
+    return _STATE_COLOUR.get(state, "")
 
 
 def duration(seconds: float) -> str:
@@ -54,7 +62,7 @@ def last_error(service: Mapping[str, Any]) -> str:
     if probe and not probe["ok"]:
         return f"probe: {probe['detail']}"
     code = service.get("last_exit_code")
-    if service["type"] == "service" and code not in (None, 0):
+    if service["type"] == ServiceType.SERVICE and code not in (None, 0):
         return f"last exit {code}"
     return ""
 
@@ -83,7 +91,7 @@ def render(status: Mapping[str, Any], *, colour: bool, now: float | None = None)
     rows = [COLUMNS]
     colours = [BOLD]
     for s in status["services"]:
-        uptime = duration(now - s["since"]) if s["state"] in _UP_STATES else "-"
+        uptime = duration(now - s["since"]) if s["state"] in CONTAINER_UP else "-"
         rows.append(
             (
                 s["name"],
@@ -94,7 +102,7 @@ def render(status: Mapping[str, Any], *, colour: bool, now: float | None = None)
                 last_error(s),
             )
         )
-        colours.append(_STATE_COLOUR.get(s["state"], ""))
+        colours.append(state_colour(s["state"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines.append("")
     for row, code in zip(rows, colours, strict=True):

@@ -18,8 +18,7 @@ import structlog
 
 from supervisor.daemon import Component, Supervisor
 from supervisor.daemon_lifecycle import DaemonState
-from supervisor.probes import ProbeResult
-from supervisor.service import State
+from supervisor.model import ProbeResult, State
 from supervisor.status import ServiceStatus, StackObserver, summarize
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -25,9 +25,9 @@ from supervisor.backups import Backup, BackupError, ExecRuntime, restore_backup,
 from supervisor.config import Condition, PullPolicy, ServiceType, StackConfig
 from supervisor.container_plan import follower_image
 from supervisor.docker_api import ContainerInfo, DockerError
-from supervisor.service import CONTAINER_UP, State
+from supervisor.model import CONTAINER_UP, OperatorCommand, State
 from supervisor.spec import LABEL_REJECTED_IMAGE, ImageChoice
-from supervisor.stack import OperatorCommand, Stack, StackError
+from supervisor.stack import Stack, StackError
 from supervisor.update_plan import (
     ServiceImages,
     Step,
@@ -88,11 +88,6 @@ class UpdateResult:
     services: tuple[ServiceOutcome, ...] = ()
     backups: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["services"] = [{**asdict(s), "outcome": s.outcome.value} for s in self.services]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
 
 
 class UpdateRuntime(ExecRuntime, Protocol):

@@ -17,8 +17,7 @@ from urllib.parse import quote, urlencode
 
 from supervisor.client import ApiClient
 from supervisor.config import parse_duration
-
-EX_INTERRUPTED = 130
+from supervisor.exit_codes import EX_INTERRUPTED
 
 Command = Callable[[ApiClient], int]
 SubCommand = Callable[[str, str, Callable[[argparse.Namespace], Command]], argparse.ArgumentParser]

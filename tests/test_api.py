@@ -39,7 +39,7 @@ from supervisor.service import State
 from supervisor.stack import OperatorCommand
 from supervisor.status import ServiceStatus
 from supervisor.status_page import add_status_page
-from supervisor.updates import UpdateResult
+from supervisor.updates import UpdateRequest, UpdateResult
 
 TOKEN = "t0ken-for-tests"
 CANARY = "canary-value-never-shown"
@@ -104,6 +104,15 @@ class FakeSupervisor:
     async def reload(self) -> ReloadResult:
         self.last_reload = self.next_reload
         return self.next_reload
+
+    async def update(self, request: UpdateRequest) -> UpdateResult:
+        raise LookupError("no updates in this fake")
+
+    async def backup(self, services: tuple[str, ...]) -> tuple[bool, str, list[str]]:
+        return False, "no backups in this fake", []
+
+    async def restore(self, service: str, backup: str) -> tuple[bool, str]:
+        return False, "no restores in this fake"
 
 
 @dataclass
@@ -381,8 +390,8 @@ async def test_openapi_documents_every_route(make_client: MakeClient) -> None:
     client = await make_client(fake_supervisor())
     doc = await (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
+    assert isinstance(client.server, test_utils.TestServer)
     app = client.server.app
-    assert app is not None
     served = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
@@ -475,8 +484,8 @@ async def test_metrics_are_served_from_a_copy_that_refresh_renews(make_client: M
     sup.stack.services[0] = service("web", State.FAILED)
     # Within the refresh period the copy is served as is; a refresh renders the new state.
     assert 'state="healthy"} 1.0' in await (await client.get("/metrics")).text()
+    assert isinstance(client.server, test_utils.TestServer)
     app = client.server.app
-    assert app is not None
     await app[SCRAPES].refresh()
     assert 'state="failed"} 1.0' in await (await client.get("/metrics")).text()
 

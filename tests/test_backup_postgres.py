@@ -19,8 +19,10 @@ def postgres_image(demo_images: dict[str, str]) -> str:
 
 
 def psql(client: docker.DockerClient, container: str, sql: str) -> str:
-    exec_id = client.api.exec_create(
-        container, ["psql", "-U", "app", "-d", "app", "-tAq", "-c", sql]
+    exec_id = str(
+        client.api.exec_create(container, ["psql", "-U", "app", "-d", "app", "-tAq", "-c", sql])[
+            "Id"
+        ]
     )
     output = client.api.exec_start(exec_id).decode()
     assert client.api.exec_inspect(exec_id)["ExitCode"] == 0, output

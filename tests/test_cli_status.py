@@ -12,7 +12,8 @@ import yaml
 from daemon_process import free_port, run_cli, running_daemon
 from live_api import live_api
 
-from supervisor.status_table import RESET, render
+from supervisor.model import State
+from supervisor.status_table import RESET, render, state_colour
 
 STATUS = {
     "daemon": {
@@ -52,6 +53,12 @@ def test_table_is_plain_without_colour_and_coloured_with_it() -> None:
     assert lines[5].endswith("restart limit reached")
     coloured = render(STATUS, colour=True, now=1000.0)
     assert "\033[31mdb" in coloured and RESET in coloured
+
+
+def test_every_service_state_has_a_colour() -> None:
+    # The names come from the daemon's own `State`: a new state cannot go uncoloured.
+    assert all(state_colour(state.value) for state in State)
+    assert state_colour("from-a-newer-daemon") == ""
 
 
 def test_clear_message_when_no_daemon_listens(tmp_path: Path) -> None:

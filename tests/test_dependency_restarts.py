@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.config import parse_config
+from supervisor.config import ServiceType, parse_config
 from supervisor.dependency_restarts import DependencyRestarts
 from supervisor.service import RestartCause, RestartRequested, State
 from supervisor.status import ServiceStatus
@@ -21,7 +21,7 @@ services:
 
 def status(name: str, state: State) -> ServiceStatus:
     return ServiceStatus(
-        name, "service", "x", state, "", 0.0, None, 0, None, None, True, None, False, ()
+        name, ServiceType.SERVICE, "x", state, "", 0.0, None, 0, None, None, True, None, False, ()
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from test_api import service
 
+from supervisor.api_contract import event_json
 from supervisor.events import (
     EventKind,
     EventLog,
@@ -160,7 +161,7 @@ def test_event_json() -> None:
         replace(service("web", State.FAILED), reason="crash loop"), State.RESTARTING
     )
     (event,) = log.history()
-    assert event.to_json() == {
+    assert event_json(event) == {
         "id": 1,
         "at": event.at,
         "kind": "state",

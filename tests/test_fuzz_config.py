@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor import cli
+from supervisor import cli, exit_codes
 from supervisor.config import keys
 
 FUZZ = settings(
@@ -88,9 +88,9 @@ def run(command: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 
 
 def assert_clean_outcome(path: Path, code: int, output: str, heading: str) -> None:
-    assert code in (0, cli.EX_CONFIG), output
+    assert code in (0, exit_codes.EX_CONFIG), output
     assert "Traceback" not in output, output
-    if code == cli.EX_CONFIG:
+    if code == exit_codes.EX_CONFIG:
         lines = output.splitlines()
         assert lines[0].startswith(f"{heading} {path}"), output
         problems = [line.strip() for line in lines[1:] if line.startswith("  ")]

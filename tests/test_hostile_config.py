@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_systemd import make_notifier, reload, start_stack, status
 
-from supervisor import cli
+from supervisor import cli, exit_codes
 from supervisor.compose import InterpolationError, load_compose, read_dotenv
 from supervisor.config import ConfigError, parse_config
 from supervisor.docker_api import bind_list
@@ -106,7 +106,7 @@ def test_check_exits_78_with_a_reason_on_a_bomb(
         path = tmp_path / name
         path.write_text(text)
         code, output = check(path, capsys)
-        assert code == cli.EX_CONFIG, output
+        assert code == exit_codes.EX_CONFIG, output
         assert "Traceback" not in output and f"invalid config {path}" in output
 
 
@@ -118,7 +118,7 @@ def test_check_never_prints_a_traceback(
 
     monkeypatch.setattr(cli, "load_stack", broken)
     code, output = check(tmp_path / "x.yaml", capsys)
-    assert code == cli.EX_CONFIG
+    assert code == exit_codes.EX_CONFIG
     assert "RecursionError: maximum recursion depth exceeded" in output
     assert "Traceback" not in output
 
@@ -296,7 +296,7 @@ def test_check_fails_on_a_missing_token_file(
     path = tmp_path / "s.yaml"
     path.write_text(HEAD + "services: {}\napi: {token_file: nope}\n")
     code, output = check(path, capsys)
-    assert code == cli.EX_CONFIG and "api.token_file: cannot read token file" in output
+    assert code == exit_codes.EX_CONFIG and "api.token_file: cannot read token file" in output
 
 
 def test_generated_token_never_writes_through_a_planted_link(tmp_path: Path) -> None:

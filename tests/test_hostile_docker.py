@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -220,7 +221,7 @@ def test_an_operator_stop_outlives_a_reload_that_recreates_the_service(
     tmp_path: Path, project_name: str, stand_in_image: str, docker_client: docker.DockerClient
 ) -> None:
     """Found by the soak: a stopped service whose config changed was started by the reload."""
-    config = {
+    config: dict[str, Any] = {
         "version": 1,
         "project": project_name,
         "defaults": {"pull": "never", "stop": {"timeout": "2s"}},

@@ -174,8 +174,10 @@ class RealStack:
     def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         """A request to the app from inside its container (works on any engine's network)."""
         result = self.container("app").exec_run(["python3", "-c", REQUEST, method, path])
-        status, _, body = result.output.decode().strip().partition(" ")
-        assert result.exit_code == 0 and status.isdigit(), result.output.decode()
+        output = result.output
+        assert isinstance(output, bytes)  # not streamed
+        status, _, body = output.decode().strip().partition(" ")
+        assert result.exit_code == 0 and status.isdigit(), output.decode()
         return int(status), json.loads(body)
 
     def write_row(self) -> None:
@@ -307,12 +309,12 @@ def test_rows_survive_a_new_image_under_the_same_tag(
         )["Id"]
     finally:
         docker_client.api.remove_container(base["Id"])
-    assert stack.container("db").image.id != new_image
+    assert _image_id(stack, "db") != new_image
     # The supervisor names images by tag: the service is recreated (here out of band, as an
     # upgrade script would) and its new container runs the re-tagged image on the same volume.
     stack.container("db").remove(force=True)
     stack.running.wait_for(
-        lambda: _exists(stack, "db") and stack.container("db").image.id == new_image,
+        lambda: _exists(stack, "db") and _image_id(stack, "db") == new_image,
         timeout=60,
         what="db recreated on the new image",
     )
@@ -375,6 +377,11 @@ def _service_status(stack: RealStack, name: str) -> dict[str, Any]:
 def _data_volume(stack: RealStack) -> str:
     mounts = stack.container("db").attrs["Mounts"]
     return str(next(m["Name"] for m in mounts if m["Destination"] == "/var/lib/postgresql/data"))
+
+
+def _image_id(stack: RealStack, service: str) -> str | None:
+    image = stack.container(service).image
+    return None if image is None else image.id
 
 
 def _exists(stack: RealStack, service: str) -> bool:

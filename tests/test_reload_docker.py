@@ -39,7 +39,7 @@ def identities(client: docker.DockerClient, project: str) -> dict[str, tuple[str
     )
     out = {}
     for c in found:
-        info = client.api.inspect_container(c.id)
+        info = client.api.inspect_container(str(c.id))
         out[info["Config"]["Labels"]["io.ovpn-supervisor.service"]] = (
             info["Id"],
             info["State"]["StartedAt"],

@@ -69,8 +69,8 @@ def runner(runtime_for: type[Runtime], refusal: DockerError) -> tuple[ServiceRun
     made = ServiceRunner(
         stack,
         service,
-        None,
-        None,
+        None,  # type: ignore[arg-type]  # set below, once the spec's hash is known
+        None,  # type: ignore[arg-type]  # no probes here
         StateBoard(),
         SYSTEM_CLOCK,
         StackObserver(),

@@ -164,10 +164,12 @@ def test_failing_job_blocks_its_dependents_and_the_daemon_keeps_running(
         assert failed["level"] == "error"
         # Blocked services never started, and keep no container (one made ahead is removed).
         for blocked in ("certtransparency", "signing", "frontend", "nginx"):
+
+            def gone(name: str = f"{project_name}-{blocked}") -> bool:
+                return not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
+
             wait_until(
-                lambda name=f"{project_name}-{blocked}": (
-                    not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
-                ),
+                gone,
                 timeout=10,
                 message=f"no container left for blocked {blocked}",
             )

@@ -98,7 +98,11 @@ def test_status_page_lists_the_stack_follows_a_crash_and_gates_actions(
     wait = WebDriverWait(browser, 10)
     wait.until(lambda b: b.find_element(By.ID, "live").text == "live")
     for service in ("init", "web"):
-        wait.until(lambda b, s=service: row_state(b, s) in {"healthy", "completed"})
+
+        def settled(b: WebDriver, s: str = service) -> bool:
+            return row_state(b, s) in {"healthy", "completed"}
+
+        wait.until(settled)
         graph_node = browser.find_element(
             By.CSS_SELECTOR, f'#graph .node[data-service="{service}"]'
         )

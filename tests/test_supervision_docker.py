@@ -121,7 +121,7 @@ def test_container_fault_is_repaired(
         elif fault == "crash":
             ctr.exec_run(["/stand-in-ctl", "crash", "3"])
         elif fault == "oom":
-            docker_client.api.update_container(ctr.id, mem_limit="32m", memswap_limit="32m")
+            docker_client.api.update_container(str(ctr.id), mem_limit="32m", memswap_limit="32m")
             ctr.exec_run(["/stand-in-ctl", "oom"])
         elif fault == "docker-stop":
             ctr.stop(timeout=5)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from daemon_process import running_daemon, write_config
 
-from supervisor.config import ConfigError, parse_config
+from supervisor.config import ConfigError, ServiceType, parse_config
 from supervisor.daemon import ReloadResult, Supervisor
 from supervisor.daemon_lifecycle import EngineReached
 from supervisor.probes import ProbeResult
@@ -102,7 +102,9 @@ class FakeClock:
         return self.now
 
 
-def status(name: str, state: State, *, kind: str = "service", probe: bool = True) -> ServiceStatus:
+def status(
+    name: str, state: State, *, kind: ServiceType = ServiceType.SERVICE, probe: bool = True
+) -> ServiceStatus:
     return ServiceStatus(
         name=name,
         type=kind,

@@ -179,7 +179,7 @@ def containers(client: docker.DockerClient, project: str) -> dict[str, dict[str,
     for c in client.containers.list(
         all=True, filters={"label": f"io.ovpn-supervisor.project={project}"}
     ):
-        out[c.labels["io.ovpn-supervisor.service"]] = client.api.inspect_container(c.id)
+        out[c.labels["io.ovpn-supervisor.service"]] = client.api.inspect_container(str(c.id))
     return out
 
 

@@ -30,6 +30,11 @@ UP = {"db": "healthy", "migrate": "completed", "app": "healthy", "web": "healthy
 TIMING = {"interval": "1s", "timeout": "1s", "retries": 2, "start_interval": "100ms"}
 
 
+def run_in(client: docker.DockerClient, container: str, argv: list[str]) -> bytes:
+    """A command's output, run inside a container."""
+    return bytes(client.api.exec_start(str(client.api.exec_create(container, argv)["Id"])))
+
+
 @dataclass
 class Images:
     """A test-unique image name (`reference`) and every image made for the test."""
@@ -43,7 +48,7 @@ class Images:
         return f"{self.repository}:latest"
 
     def id_of(self, reference: str) -> str:
-        return str(self.client.api.inspect_image(reference)["Id"])
+        return str(self.client.images.get(reference).id)
 
     def release(self, *changes: str) -> str:
         """A new image under `reference`: the stand-in with `changes` (Dockerfile lines)."""
@@ -153,9 +158,7 @@ def test_update_recreates_exactly_the_changed_services_migration_first(
     docker_client.api.tag(STAND_IN_IMAGE, f"{images.repository}-extra", "latest")
     path = tmp_path / "supervisor.yaml"
     with up(tmp_path, config) as daemon:
-        docker_client.api.exec_start(
-            docker_client.api.exec_create(f"{project_name}-db", ["sh", "-c", "echo v1 > /tmp/rows"])
-        )
+        run_in(docker_client, f"{project_name}-db", ["sh", "-c", "echo v1 > /tmp/rows"])
         before = containers(docker_client, project_name)
         old = images.id_of(images.reference)
         new = images.release("LABEL release=2")
@@ -206,14 +209,10 @@ def test_update_recreates_exactly_the_changed_services_migration_first(
         proc = cli(path, "backup", "db")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         taken = proc.stdout.splitlines()[-1].strip()
-        docker_client.api.exec_start(
-            docker_client.api.exec_create(f"{project_name}-db", ["sh", "-c", "echo v2 > /tmp/rows"])
-        )
+        run_in(docker_client, f"{project_name}-db", ["sh", "-c", "echo v2 > /tmp/rows"])
         proc = cli(path, "restore", "db", Path(taken).name)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        rows = docker_client.api.exec_start(
-            docker_client.api.exec_create(f"{project_name}-db", ["cat", "/tmp/rows"])
-        )
+        rows = run_in(docker_client, f"{project_name}-db", ["cat", "/tmp/rows"])
         assert rows == b"v1\n"
         restarted = containers(docker_client, project_name)
         for name in ("app", "web"):
@@ -357,9 +356,7 @@ def test_automatic_update_runs_on_its_schedule(
         assert refused["ok"] is False
         assert containers(docker_client, project_name)["app"]["Image"] == old
         db = f"{project_name}-db"
-        docker_client.api.exec_start(
-            docker_client.api.exec_create(db, ["sh", "-c", "echo v1 > /tmp/rows"])
-        )
+        run_in(docker_client, db, ["sh", "-c", "echo v1 > /tmp/rows"])
         record = daemon.wait_logged(
             lambda r: r.get("event") == "update finished" and bool(r.get("services")),
             timeout=30,
