@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import structlog
 
@@ -25,6 +25,14 @@ from supervisor.container_plan import (
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
 from supervisor.probes import ProbeResult, ProbeTarget
+from supervisor.runner_inputs import (
+    DockerNoticed,
+    DropAhead,
+    ProbeDone,
+    Recheck,
+    Retry,
+    RunnerInput,
+)
 from supervisor.runtime import ContainerRuntime, ProbeRunner
 from supervisor.service import (
     CONTAINER_UP,
@@ -34,8 +42,6 @@ from supervisor.service import (
     ContainerExited,
     ContainerStarted,
     ContainerStopped,
-    DependenciesMet,
-    DependencyFailed,
     Event,
     JobFoundCompleted,
     ProbeFailed,
@@ -47,51 +53,13 @@ from supervisor.service import (
     State,
     StopContainer,
     WaitForDependencies,
-    condition_broken,
-    condition_met,
+    dependencies_verdict,
 )
 from supervisor.spec import ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class _DockerNoticed:
-    """The engine said something about our container; re-inspect before believing it."""
-
-    container_id: str
-    exit_code: int | None = None  # a `die` event says it
-    at_ns: int = 0
-
-
-@dataclass(frozen=True)
-class _ProbeDone:
-    container_id: str
-    result: ProbeResult
-
-
-@dataclass(frozen=True)
-class _Retry:
-    """Perform an action again (after the engine came back)."""
-
-    action: Action
-
-
-@dataclass(frozen=True)
-class _Recheck:
-    """Re-inspect the container now and say when the machine has taken it in."""
-
-    done: asyncio.Future[None]
-
-
-@dataclass(frozen=True)
-class _DropAhead:
-    """Blocked before it ever started: remove the container made ahead for it."""
-
-
-_Input = Event | _DockerNoticed | _ProbeDone | _Retry | _Recheck | _DropAhead
 
 
 class ServiceRunner:
@@ -123,7 +91,7 @@ class ServiceRunner:
         self._observer = observer
         self._gate = gate
         self._engine_wait: asyncio.Task[None] | None = None
-        self._inbox: asyncio.Queue[_Input] = asyncio.Queue()
+        self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._deps_task: asyncio.Task[None] | None = None
@@ -187,7 +155,7 @@ class ServiceRunner:
         ):
             self._ensure_probing()
 
-    def post(self, event: _Input) -> None:
+    def post(self, event: RunnerInput) -> None:
         """Hand the runner an event; safe from any task on the loop."""
         self._inbox.put_nowait(event)
 
@@ -205,16 +173,16 @@ class ServiceRunner:
                 wanted[2].set_result(None)  # a shutdown stop waits on this, not the call
             code = (attributes or {}).get("exitCode", "")
             exit_code = int(code) if code.lstrip("-").isdigit() else None
-            self.post(_DockerNoticed(container_id, exit_code=exit_code, at_ns=at_ns))
+            self.post(DockerNoticed(container_id, exit_code=exit_code, at_ns=at_ns))
         elif action == "destroy":
-            self.post(_DockerNoticed(container_id))
+            self.post(DockerNoticed(container_id))
         elif action == "oom":
             self._oom_seen = container_id  # the `die` that follows is an OOM kill
 
     def resync(self) -> None:
         """The event stream was interrupted: check the container's real state."""
         if self.machine.container_id:
-            self.post(_DockerNoticed(self.machine.container_id))
+            self.post(DockerNoticed(self.machine.container_id))
 
     async def run(self) -> None:
         """Process events until cancelled."""
@@ -249,23 +217,23 @@ class ServiceRunner:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def _step(self, item: _Input) -> None:
+    async def _step(self, item: RunnerInput) -> None:
         event: Event | None
-        if isinstance(item, _DockerNoticed):
+        if isinstance(item, DockerNoticed):
             event = await self._recheck(item)
-        elif isinstance(item, _ProbeDone):
+        elif isinstance(item, ProbeDone):
             event = self._probe_event(item)
-        elif isinstance(item, _Retry):
+        elif isinstance(item, Retry):
             if self.machine.state in (State.PENDING, State.RESTARTING):
                 await self._perform(item.action)
             return
-        elif isinstance(item, _DropAhead):
+        elif isinstance(item, DropAhead):
             await self._drop_ahead()
             return
-        elif isinstance(item, _Recheck):
+        elif isinstance(item, Recheck):
             try:
                 if self.machine.container_id:
-                    found = await self._recheck(_DockerNoticed(self.machine.container_id))
+                    found = await self._recheck(DockerNoticed(self.machine.container_id))
                     if found is not None:
                         await self._apply(found)
             finally:
@@ -299,7 +267,7 @@ class ServiceRunner:
         if new is State.RESTARTING and old is not State.RESTARTING and m.last_restart_cause:
             self._observer.restart_issued(self.name, m.last_restart_cause)
         if new is State.BLOCKED and self._ahead is not None:
-            self.post(_DropAhead())
+            self.post(DropAhead())
         if new in CONTAINER_UP and self.service.health is not None and not m.is_job:
             self._ensure_probing()
         elif new not in CONTAINER_UP:
@@ -527,7 +495,7 @@ class ServiceRunner:
                 )
             await self._runtime.pull_image(image)
 
-    async def _recheck(self, noticed: _DockerNoticed) -> Event | None:
+    async def _recheck(self, noticed: DockerNoticed) -> Event | None:
         """Turn an engine event into a machine event only if the container really is down."""
         if noticed.container_id != self.machine.container_id or not self.machine.container_up:
             return None
@@ -552,7 +520,7 @@ class ServiceRunner:
     def _retry_when_engine_back(self, action: Action) -> None:
         async def retry() -> None:
             await self._gate.wait_open()
-            self.post(_Retry(action))
+            self.post(Retry(action))
 
         if self._engine_wait is None or self._engine_wait.done():
             self._engine_wait = asyncio.create_task(retry(), name=f"engine-wait-{self.name}")
@@ -560,12 +528,12 @@ class ServiceRunner:
     async def recheck(self) -> None:
         """Re-inspect the container; returns once the machine has taken the answer in."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.post(_Recheck(done))
+        self.post(Recheck(done))
         await done
 
     # -- probes ---------------------------------------------------------------------------
 
-    def _probe_event(self, done: _ProbeDone) -> Event | None:
+    def _probe_event(self, done: ProbeDone) -> Event | None:
         if done.container_id != self.machine.container_id:
             return None
         self.last_probe = done.result
@@ -595,7 +563,7 @@ class ServiceRunner:
         while True:
             began = self._clock.monotonic()
             result = await self._prober.probe(health.probe, target, health.timeout)
-            self.post(_ProbeDone(container_id, result))
+            self.post(ProbeDone(container_id, result))
             # Probe fast until the first success, then at the steady interval. At a fixed
             # rate: a probe that runs into its timeout must not stretch the period, or
             # detection would take retries x (interval + timeout).
@@ -611,14 +579,7 @@ class ServiceRunner:
         self._deps_task = asyncio.create_task(self._await_dependencies(), name=f"deps-{self.name}")
 
     def _dependencies_verdict(self) -> Event | None:
-        """DependencyFailed or DependenciesMet once the dependencies decide it, else None."""
-        deps = self.service.depends_on
-        for name in deps:
-            if condition_broken(self._board.state(name)):
-                return DependencyFailed(name)
-        if all(condition_met(d.condition, self._board.state(n)) for n, d in deps.items()):
-            return DependenciesMet()
-        return None
+        return dependencies_verdict(self.service.depends_on, self._board.state)
 
     async def _await_dependencies(self) -> None:
         event: Event = await self._board.wait_for(self._dependencies_verdict)

@@ -7,9 +7,10 @@ supplies the time. Events are named in the past tense, actions in the imperative
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from supervisor.config import Condition, RestartPolicy, ServiceConfig, ServiceType
+from supervisor.config import Condition, Dependency, RestartPolicy, ServiceConfig, ServiceType
 
 # Re-exported: these value types lived here before `supervisor.model`.
 from supervisor.model import CONTAINER_UP as CONTAINER_UP  # noqa: PLC0414 - re-export
@@ -156,6 +157,18 @@ def condition_met(condition: Condition, state: State) -> bool:
 def condition_broken(state: State) -> bool:
     """Whether a dependency in `state` will not meet any condition without an operator."""
     return state in (State.FAILED, State.BLOCKED)
+
+
+def dependencies_verdict(
+    depends_on: Mapping[str, Dependency], state_of: Callable[[str], State]
+) -> Event | None:
+    """DependencyFailed or DependenciesMet once the dependencies decide it, else None."""
+    for name in depends_on:
+        if condition_broken(state_of(name)):
+            return DependencyFailed(name)
+    if all(condition_met(d.condition, state_of(n)) for n, d in depends_on.items()):
+        return DependenciesMet()
+    return None
 
 
 @dataclass

@@ -51,7 +51,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # The outside world: the Docker Engine (the only users of docker-py), probes, file watching.
     # `runtime`: the protocols the supervision layer drives; the fakes stand in for them.
     ("engine", frozenset({"docker_api", "probes", "file_watch", "runtime"})),
-    ("supervision", frozenset({"runner", "stack", "updates", "backups", "metrics"})),
+    (
+        "supervision",
+        frozenset({"runner", "runner_inputs", "stack", "updates", "backups", "metrics"}),
+    ),
     ("daemon", frozenset({"daemon", "systemd"})),
     ("api", frozenset({"api", "openapi", "status_page"})),
     (

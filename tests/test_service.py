@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from supervisor.config import Condition, ServiceConfig, parse_config
+from supervisor.config import Condition, Dependency, ServiceConfig, parse_config
 from supervisor.service import (
     BackoffElapsed,
     CancelBackoff,
@@ -31,6 +31,7 @@ from supervisor.service import (
     StopRequested,
     WaitForDependencies,
     condition_met,
+    dependencies_verdict,
 )
 
 
@@ -433,3 +434,25 @@ def test_crash_loop_limit_still_applies_to_immediate_restarts() -> None:
     _crash_after(m, 150, 150)  # a second restart within the hour is one too many
     assert m.state is State.FAILED
     assert "crash loop" in m.reason
+
+
+# --------------------------------------------------------------------------- dependencies verdict
+
+
+@pytest.mark.parametrize(
+    ("states", "verdict"),
+    [
+        ({}, DependenciesMet()),
+        ({"db": State.HEALTHY, "migrate": State.COMPLETED}, DependenciesMet()),
+        ({"db": State.STARTING, "migrate": State.COMPLETED}, None),
+        ({"db": State.HEALTHY, "migrate": State.RUNNING}, None),
+        ({"db": State.FAILED, "migrate": State.COMPLETED}, DependencyFailed("db")),
+        ({"db": State.HEALTHY, "migrate": State.BLOCKED}, DependencyFailed("migrate")),
+    ],
+)
+def test_dependencies_verdict(states: dict[str, State], verdict: object) -> None:
+    depends_on = {
+        name: Dependency(Condition.HEALTHY if name == "db" else Condition.COMPLETED)
+        for name in states
+    }
+    assert dependencies_verdict(depends_on, states.__getitem__) == verdict
