@@ -61,6 +61,7 @@ def test_every_service_state_has_a_colour() -> None:
     assert state_colour("from-a-newer-daemon") == ""
 
 
+@pytest.mark.slow
 def test_clear_message_when_no_daemon_listens(tmp_path: Path) -> None:
     result = cli("status", "--api", f"127.0.0.1:{free_port()}")
     assert result.returncode == 3
@@ -119,6 +120,7 @@ def test_cli_against_a_live_daemon(tmp_path: Path, project_name: str, stand_in_i
         assert "error:" in refused_reload.stdout
 
 
+@pytest.mark.slow
 def test_generated_token_lets_the_local_cli_change_things(
     tmp_path: Path, project_name: str, stand_in_image: str
 ) -> None:

@@ -983,6 +983,7 @@ def test_validation_problems_point_at_compose_lines(tmp_path: Path) -> None:
     assert "unknown service 'ghost'" in problem.message
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_yaml_fails_with_line_and_column_and_writes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -1038,6 +1039,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_import_compose_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("x")
     (tmp_path / "prod.env").write_text("TAG=9.9\n")
@@ -1073,6 +1075,7 @@ def test_import_compose_writes_a_config_that_check_accepts(tmp_path: Path) -> No
     assert "valid (project vpn, 1 services)" in check.stdout
 
 
+@pytest.mark.slow
 def test_import_compose_to_stdout_and_refusal(tmp_path: Path) -> None:
     write(tmp_path, "name: vpn\nservices:\n  web:\n    image: x\n    privileged: true\n")
     refused = run_cli("import-compose", "docker-compose.yml", cwd=tmp_path)
@@ -1086,6 +1089,7 @@ def test_import_compose_to_stdout_and_refusal(tmp_path: Path) -> None:
     assert "project: vpn" in lenient.stdout
 
 
+@pytest.mark.slow
 def test_check_accepts_a_compose_file_directly(tmp_path: Path) -> None:
     write(tmp_path, "services:\n  web: {image: x}\n")
     proc = run_cli("check", "--config", "docker-compose.yml", cwd=tmp_path)
@@ -1098,6 +1102,7 @@ def test_check_accepts_a_compose_file_directly(tmp_path: Path) -> None:
 PRODUCTION = REPO_ROOT / "config" / "production"
 
 
+@pytest.mark.slow
 def test_production_config_checks_once_its_secrets_are_generated(tmp_path: Path) -> None:
     # check verifies that secret files exist and hashes them (a changed secret recreates its
     # services), so the test works on a copy where generate-secrets has run, as an operator's.

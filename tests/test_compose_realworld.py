@@ -111,6 +111,7 @@ def test_ci_stack_env_files_read_as_compose_reads_them(ci_stack: tuple[StackConf
     assert override.services["frontend"].environment["OIDC_DISCOVERY_URL"] == "https://idp.test/"
 
 
+@pytest.mark.slow
 def test_imported_ci_stack_passes_check(tmp_path: Path) -> None:
     out = tmp_path / "supervisor.yaml"
     imported = run_cli("import-compose", str(CI_STACK), "-o", str(out), cwd=tmp_path)
@@ -122,6 +123,7 @@ def test_imported_ci_stack_passes_check(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compose", [PRODUCTION, PRODUCTION_V1], ids=["main", "v1.0.0"])
+@pytest.mark.slow
 def test_production_file_is_not_yaml_and_fails_with_line_and_column(
     tmp_path: Path, compose: Path
 ) -> None:

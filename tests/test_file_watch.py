@@ -42,6 +42,7 @@ async def watched() -> AsyncIterator[tuple[FileWatcher, Changes]]:
         watcher.close()
 
 
+@pytest.mark.slow
 async def test_an_edit_in_place_is_noticed(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -53,6 +54,7 @@ async def test_an_edit_in_place_is_noticed(
     assert await changes.next() == 1
 
 
+@pytest.mark.slow
 async def test_an_editor_style_rename_over_the_file_is_noticed(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -66,6 +68,7 @@ async def test_an_editor_style_rename_over_the_file_is_noticed(
     assert await changes.next() == 1
 
 
+@pytest.mark.slow
 async def test_a_burst_of_writes_is_reported_once(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -81,6 +84,7 @@ async def test_a_burst_of_writes_is_reported_once(
     assert await changes.next() == 2
 
 
+@pytest.mark.slow
 async def test_env_and_secret_files_in_other_folders_are_watched(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -95,6 +99,7 @@ async def test_env_and_secret_files_in_other_folders_are_watched(
         assert await changes.next() == n, f
 
 
+@pytest.mark.slow
 async def test_a_symlinked_file_is_watched_through_its_link_and_its_target(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -116,6 +121,7 @@ async def test_a_symlinked_file_is_watched_through_its_link_and_its_target(
     assert await changes.next() == 2
 
 
+@pytest.mark.slow
 async def test_a_missing_folder_does_not_stop_the_others_being_watched(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:
@@ -127,6 +133,7 @@ async def test_a_missing_folder_does_not_stop_the_others_being_watched(
     assert await changes.next() == 1
 
 
+@pytest.mark.slow
 async def test_watch_again_follows_the_new_set_of_files(
     tmp_path: Path, watched: tuple[FileWatcher, Changes]
 ) -> None:

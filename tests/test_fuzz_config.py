@@ -108,6 +108,7 @@ def fresh(tmp: Path, name: str, content: bytes) -> Path:
 
 @FUZZ
 @given(content=st.binary(max_size=400))
+@pytest.mark.slow
 def test_check_survives_raw_bytes(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str], content: bytes
 ) -> None:
@@ -118,6 +119,7 @@ def test_check_survives_raw_bytes(
 
 @FUZZ
 @given(tree=trees)
+@pytest.mark.slow
 def test_check_survives_structured_yaml(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str], tree: Any
 ) -> None:
@@ -129,6 +131,7 @@ def test_check_survives_structured_yaml(
 
 @FUZZ
 @given(where=st.lists(st.integers(min_value=0, max_value=50), max_size=6), value=trees)
+@pytest.mark.slow
 def test_check_survives_one_bad_value_in_a_valid_config(
     tmp_path_factory: pytest.TempPathFactory,
     capsys: pytest.CaptureFixture[str],
@@ -148,6 +151,7 @@ def test_check_survives_one_bad_value_in_a_valid_config(
         st.binary(max_size=300), trees.map(lambda t: yaml.safe_dump({"services": t}).encode())
     )
 )
+@pytest.mark.slow
 def test_import_compose_survives_anything(
     tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str], content: bytes
 ) -> None:

@@ -82,6 +82,7 @@ async def test_idle_flood_past_the_cap_pushes_itself_out_and_healthz_answers() -
             writer.close()
 
 
+@pytest.mark.slow
 async def test_a_connection_that_never_sends_a_whole_request_is_closed() -> None:
     async with small_server() as (port, guard):
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -95,6 +96,7 @@ async def test_a_connection_that_never_sends_a_whole_request_is_closed() -> None
         slow_writer.close()
 
 
+@pytest.mark.slow
 async def test_a_kept_alive_connection_is_closed_when_idle() -> None:
     async with small_server() as (port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -85,6 +85,7 @@ def test_alias_bomb_in_a_compose_file_is_refused(tmp_path: Path) -> None:
         load_compose(compose, environ={})
 
 
+@pytest.mark.slow
 def test_deep_nesting_and_recursive_alias_and_size_are_refused(tmp_path: Path) -> None:
     deep = HEAD + "x-deep: " + "[" * 5000 + "]" * 5000 + "\nservices: {}\n"
     [found] = problems(deep, tmp_path)

@@ -112,6 +112,7 @@ VARIANTS = [
 
 @pytest.mark.parametrize("options", VARIANTS, ids=["default", "nodeport-secrets"])
 @pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.slow
 def test_every_manifest_validates_against_kubernetes_1_30_strict(
     name: str, options: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -139,6 +140,7 @@ def test_the_validator_catches_an_unknown_field() -> None:
 
 
 @pytest.mark.parametrize("name", ["config/demo.yaml", "production", FIXTURE.relative_to(REPO_ROOT)])
+@pytest.mark.slow
 def test_kubectl_kustomize_builds_the_written_folder(name: str, tmp_path: Path) -> None:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl missing: run scripts/ensure-test-tools (Debian's kubernetes-client)"
@@ -530,6 +532,7 @@ def _all_text(folder: Path) -> str:
     return "\n".join(f.read_text() for f in sorted(folder.rglob("*")) if f.is_file())
 
 
+@pytest.mark.slow
 def test_the_canary_secret_appears_nowhere_without_include_secret_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_cli("export", "kubernetes", "--config", str(FIXTURE), "-o", str(out))
@@ -572,6 +575,7 @@ def test_include_secret_values_writes_them_as_secrets_only(tmp_path: Path) -> No
     assert CANARY not in yaml.safe_dump_all(others)
 
 
+@pytest.mark.slow
 def test_a_secret_value_outside_a_secret_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "stack"
     shutil.copytree(FIXTURE.parent, folder)
@@ -584,6 +588,7 @@ def test_a_secret_value_outside_a_secret_is_refused(tmp_path: Path) -> None:
     assert CANARY not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_notes_on_stderr_and_an_invalid_config_with_exit_78(tmp_path: Path) -> None:
     proc = run_cli(
         "export", "kubernetes", "--config", str(FIXTURE), "-o", "-", "--namespace", "vpn"

@@ -188,6 +188,7 @@ def test_every_module_has_a_layer() -> None:
         layer_of(module)
 
 
+@pytest.mark.slow
 def test_no_import_cycles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())

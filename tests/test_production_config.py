@@ -108,6 +108,7 @@ def test_the_services_are_probed_over_https_without_verifying_self_signed_certif
         assert (health.probe.scheme, health.probe.tls_verify) == ("https", False), name
 
 
+@pytest.mark.slow
 def test_check_works_as_the_supervisor_s_user_and_not_as_others(etc: Path) -> None:
     secrets = etc / "secrets"
     gid = etc.stat().st_gid

@@ -120,6 +120,7 @@ def test_unit_has_the_wiring_the_daemon_relies_on() -> None:
     assert "kill" not in service["ExecReload"][0]
 
 
+@pytest.mark.slow
 def test_dockerfile_passes_hadolint() -> None:
     proc = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "info", str(DOCKERFILE)],
