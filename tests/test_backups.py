@@ -106,7 +106,18 @@ def test_resolve_keeps_names_inside_the_service_folder(tmp_path: Path) -> None:
     assert resolve_backup(tmp_path, "db", "/srv/copy.backup") == Path("/srv/copy.backup")
 
 
-def test_config_backup_keys(tmp_path: Path) -> None:
+def test_backups_default_to_the_systemd_state_directory_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "version: 1\nproject: p\nservices: {a: {image: x}}\n"
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert parse_config(text, base_dir=tmp_path / "etc").backups_dir == tmp_path / "state/backups"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert parse_config(text, base_dir=tmp_path / "etc").backups_dir == tmp_path / "etc/backups"
+
+
+def test_config_backup_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     base = f"version: 1\nproject: p\nbackups: {{dir: {tmp_path}/b}}\nservices:\n"
     config = parse_config(
         base + "  db: {image: x, backup: {exec: 'pg_dump -U a'}, restore: {exec: [psql]}}\n"

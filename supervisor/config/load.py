@@ -91,7 +91,7 @@ class _Parser(ServiceReaders, CrossChecks):
         update = self._update(data.get("update"), ("update",))
         backups = self.mapping(data.get("backups"), ("backups",))
         self.keys(backups, ("backups",), SECTION_KEYS["backups"])
-        backups_dir = self.optional(backups, "dir", ("backups",), self.string) or "backups"
+        backups_dir = self.optional(backups, "dir", ("backups",), self.string) or _default_backups()
 
         if any(s.networks and "default" in s.networks for s in services.values()):
             networks.setdefault("default", NetworkConfig())
@@ -111,6 +111,13 @@ class _Parser(ServiceReaders, CrossChecks):
             update=update,
             backups_dir=self.resolve(backups_dir),
         )
+
+
+def _default_backups() -> str:
+    """`backups/` next to the config; under systemd its state directory's, since the unit's
+    sandbox (ProtectSystem=strict) keeps the config's folder read-only to the daemon."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return str(Path(state) / "backups") if state else "backups"
 
 
 def load_config(path: str | os.PathLike[str]) -> StackConfig:
