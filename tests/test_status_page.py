@@ -18,6 +18,7 @@ import yaml
 from conftest import REPO_ROOT, remove_project
 from live_api import TOKEN, LiveApi, live_api
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -81,9 +82,14 @@ def notice(browser: WebDriver) -> str:
 
 def click_restart(browser: WebDriver, token: str | None) -> None:
     """Press web's restart button; answer the token dialog with `token` (empty: none)."""
-    browser.find_element(
-        By.CSS_SELECTOR, 'button[data-action="restart"][data-service="web"]'
-    ).click()
+
+    def press(b: WebDriver) -> bool:
+        b.find_element(By.CSS_SELECTOR, 'button[data-action="restart"][data-service="web"]').click()
+        return True
+
+    # The table re-renders on every live event: a button found just before one goes stale, so
+    # find and press it again (bounded), as a person would.
+    WebDriverWait(browser, 5, ignored_exceptions=(StaleElementReferenceException,)).until(press)
     if token is not None:
         field = WebDriverWait(browser, 5).until(lambda b: b.find_element(By.ID, "token-input"))
         WebDriverWait(browser, 5).until(lambda b: field.is_displayed())
@@ -95,7 +101,7 @@ def test_status_page_lists_the_stack_follows_a_crash_and_gates_actions(
     live: LiveApi, browser: WebDriver, docker_client: docker.DockerClient
 ) -> None:
     browser.get(live.base + "/")
-    wait = WebDriverWait(browser, 10)
+    wait = WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda b: b.find_element(By.ID, "live").text == "live")
     for service in ("init", "web"):
 
@@ -114,9 +120,9 @@ def test_status_page_lists_the_stack_follows_a_crash_and_gates_actions(
     # An injected crash shows within 2 s, with no reload or polling: through the event stream.
     project = yaml.safe_load(live.config_path.read_text())["project"]
     docker_client.containers.get(f"{project}-web").kill()
-    WebDriverWait(browser, 2, poll_frequency=0.05).until(
-        lambda b: "exited with code 137 (SIGKILL)" in b.find_element(By.ID, "timeline").text
-    )
+    WebDriverWait(
+        browser, 2, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda b: "exited with code 137 (SIGKILL)" in b.find_element(By.ID, "timeline").text)
     shot(browser, "2-crash")
     wait.until(lambda b: row_state(b, "web") == "healthy")
     assert "restart" in browser.find_element(By.ID, "timeline").text
@@ -137,7 +143,9 @@ def test_status_page_lists_the_stack_follows_a_crash_and_gates_actions(
     (command,) = operator_events(live)
     assert command["data"]["action"] == "restart" and command["data"]["caller"] == "token"
     wait.until(lambda b: "operator command" in b.find_element(By.ID, "timeline").text)
-    WebDriverWait(browser, 30).until(lambda b: row_state(b, "web") == "healthy")
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: row_state(b, "web") == "healthy"
+    )
     shot(browser, "4-restarted")
 
 
