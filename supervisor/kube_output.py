@@ -151,36 +151,3 @@ def cmd_export_kubernetes(
         file=sys.stderr,
     )
     return 0
-
-
-def add_export_command(
-    commands: Any,
-    load: Callable[[argparse.Namespace], StackConfig | None],
-    config_help: str,
-) -> None:
-    """`export kubernetes` on the CLI's subcommands."""
-    export = commands.add_parser("export", help="write the stack for another platform")
-    formats = export.add_subparsers(dest="format", required=True)
-    kube = formats.add_parser(
-        "kubernetes", help="manifests and kustomization.yaml for the same stack on Kubernetes"
-    )
-    kube.add_argument("--config", "-c", help=config_help)
-    kube.add_argument(
-        "-o",
-        "--output",
-        default="kubernetes",
-        help="folder to write, or - for stdout (default: ./kubernetes)",
-    )
-    kube.add_argument("--namespace", help="namespace (default: the project's name)")
-    kube.add_argument(
-        "--expose-as",
-        choices=["LoadBalancer", "NodePort"],
-        default="LoadBalancer",
-        help="Service type for ports published beyond loopback (default: LoadBalancer)",
-    )
-    kube.add_argument(
-        "--include-secret-values",
-        action="store_true",
-        help="write the secrets' values as Secret manifests (default: references only)",
-    )
-    kube.set_defaults(func=lambda args: cmd_export_kubernetes(args, load))

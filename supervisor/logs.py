@@ -9,7 +9,6 @@ from collections.abc import Callable, Hashable
 from typing import TextIO
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 REPEAT_INTERVAL = 10.0  # a repeated line is written at most once per this many seconds
 
@@ -40,6 +39,14 @@ class Throttle:
         return self._dropped.pop(key, 0)
 
 
+def _is_bad_request(error: BaseException | None) -> bool:
+    """A client's malformed request, as aiohttp's server reports it."""
+    # Looked up, not imported: aiohttp costs the daemon's start ~0.1 s, and no such error can
+    # exist before something imported it.
+    exceptions = sys.modules.get("aiohttp.http_exceptions")
+    return exceptions is not None and isinstance(error, exceptions.HttpProcessingError)
+
+
 class _StdlibToStructlog(logging.Handler):
     """Records from other libraries (asyncio, aiohttp) as our JSON lines, throttled per message."""
 
@@ -50,7 +57,7 @@ class _StdlibToStructlog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             error = record.exc_info[1] if record.exc_info else None
-            if isinstance(error, HttpProcessingError):
+            if _is_bad_request(error):
                 # A client's malformed request (answered 400): its mistake, not ours.
                 detail = " ".join(str(error).split())[:200]
                 structlog.get_logger(record.name).debug("bad request from a client", error=detail)

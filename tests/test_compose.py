@@ -20,7 +20,6 @@ from supervisor.compose import (
     convert_compose,
     interpolate,
     load_compose,
-    looks_like_compose,
     read_dotenv,
 )
 from supervisor.config import (
@@ -35,7 +34,7 @@ from supervisor.config import (
     VolumeMount,
 )
 from supervisor.spec import container_spec, network_specs
-from supervisor.stack_file import load_stack
+from supervisor.stack_file import load_stack, looks_like_compose
 
 # --------------------------------------------------------------------------- helpers
 

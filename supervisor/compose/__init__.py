@@ -13,13 +13,13 @@ agree.
 
 The package, by concern: `interpolation` (`${VAR}` and `.env`), `report` (notes and the
 result), `base` (the converter's readers), `converter` (top level), `services`, `health`
-(healthcheck -> probe) and `load` (file -> import, detection). Loading our own config never
+(healthcheck -> probe) and `load` (file -> import). Loading our own config never
 passes through here: `supervisor.stack_file.load_stack` parses a file once and only a file
 that looks like Compose is handed to this package.
 """
 
 from supervisor.compose.interpolation import InterpolationError, interpolate, read_dotenv
-from supervisor.compose.load import convert_compose, load_compose, looks_like_compose
+from supervisor.compose.load import convert_compose, load_compose
 from supervisor.compose.report import ComposeImport, ImportNote
 
 __all__ = [
@@ -29,6 +29,5 @@ __all__ = [
     "convert_compose",
     "interpolate",
     "load_compose",
-    "looks_like_compose",
     "read_dotenv",
 ]

@@ -15,17 +15,7 @@ from supervisor.config import ConfigError, ConfigProblem, StackConfig, parse_con
 from supervisor.yaml_bounds import describe_yaml_error
 from supervisor.yaml_source import YamlDocument, read_yaml
 
-__all__ = ["convert_compose", "load_compose", "looks_like_compose"]
-
-
-def looks_like_compose(data: object) -> bool:
-    """A Compose file has `services` and lacks our `project` and `version: 1`."""
-    return (
-        isinstance(data, dict)
-        and "services" in data
-        and "project" not in data
-        and data.get("version") != 1
-    )
+__all__ = ["convert_compose", "load_compose"]
 
 
 def load_compose(
