@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
 
@@ -181,6 +183,26 @@ def find_cycle(graph: Mapping[str, Set[str]]) -> list[str] | None:
                 path.append(step)
                 stack.append(iter(sorted(graph[step])))
     return None
+
+
+# What the CLI module must not load when imported: every command pays for its imports before
+# it runs, and `run`, `check` and `status` need none of these (each command imports its own).
+NOT_LOADED = (
+    "supervisor.compose",  # import-compose, or a Compose file given to run/check
+    "supervisor.kube_export",  # export kubernetes
+    "supervisor.config.schema",  # schema (pydantic)
+    "supervisor.daemon",  # run and down
+    "aiohttp",  # the API server and the probes
+)
+
+
+def test_importing_the_cli_loads_no_command_s_own_modules() -> None:
+    code = "import sys, supervisor.cli; print(*sorted(sys.modules), sep='\\n')"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    unwanted = [m for m in loaded if any(m == n or m.startswith(f"{n}.") for n in NOT_LOADED)]
+    assert unwanted == []
 
 
 def test_every_module_has_a_layer() -> None:
