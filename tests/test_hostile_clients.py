@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 from daemon_process import free_port
 from test_api import fake_supervisor, make_metrics
 from test_systemd import make_notifier, reload, start_stack, status
@@ -144,6 +145,21 @@ def test_repeated_lines_from_other_libraries_are_throttled() -> None:
         ("socket.accept() out of system resource", None),
         ("another message", None),
         ("socket.accept() out of system resource", 999),
+    ]
+
+
+def test_a_malformed_request_is_logged_as_the_client_s_mistake_at_debug() -> None:
+    handler = _StdlibToStructlog(Throttle(10.0))
+    logger = logging.getLogger("test.bad_request")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            logger.error("Error handling request", exc_info=BadHttpMessage("bad\nheader"))
+    finally:
+        logger.removeHandler(handler)
+    assert [(e["event"], e["log_level"], e["error"]) for e in logs] == [
+        ("bad request from a client", "debug", "400, message: bad header")
     ]
 
 
