@@ -284,18 +284,22 @@ class DockerRuntime:
 
         await self._call(f"stop container {container_id[:12]}", stop)
 
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
-        def kill() -> None:
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> bool:
+        """Send `signal` to the container's main process; False if it was not running."""
+
+        def kill() -> bool:
             try:
                 self._api.kill(container_id, signal=signal)
             except docker.errors.NotFound:
-                pass
+                return False
             except docker.errors.APIError as exc:
-                # Killing a container that already exited is not an error for us.
+                # A container that already exited is not an error for us.
                 if exc.status_code != 409:
                     raise
+                return False
+            return True
 
-        await self._call(f"kill container {container_id[:12]}", kill)
+        return await self._call(f"kill container {container_id[:12]} ({signal})", kill)
 
     async def remove_container(self, container_id: str) -> None:
         def remove() -> None:

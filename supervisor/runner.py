@@ -109,7 +109,6 @@ class ServiceRunner:
         self._oom_seen: str | None = None
         # (container id, stop issued at ns, future) while a shutdown stop waits on the `die`.
         self._die_wanted: tuple[str, int, asyncio.Future[None]] | None = None
-        self._stop_calls: set[asyncio.Future[None]] = set()
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -361,38 +360,43 @@ class ServiceRunner:
                 self._log.info("container made ahead removed", container=known[0][:12])
 
     async def _stop_container(self, container_id: str) -> None:
-        """Stop the container: until the stop call returns, or while the stack shuts down,
-        until its `die` event, whichever comes first.
-
-        The engine answers a stop only after its clean-up (network, mounts), several times
-        longer than the exit itself under load; at shutdown that clean-up then overlaps the
-        next level's stops instead of delaying them. The call still runs to its end: `settle`
-        waits for it. Not for a restart or replacement, which must not race the engine."""
-        call = asyncio.ensure_future(
-            self._runtime.stop_container(container_id, self.service.stop.timeout)
-        )
-        call.add_done_callback(self._stop_call_done)
+        """Stop the container. While the stack shuts down, by its stop signal and its `die`
+        event (see `_stop_at_shutdown`); otherwise by the engine's stop call, which returns
+        once the engine has also cleaned up (network, mounts): a restart or replacement must
+        not race that clean-up."""
         if self.machine.shutting_down and self.machine.state is State.STOPPING:
-            died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._die_wanted = (container_id, self._clock.wall_ns(), died)
+            await self._stop_at_shutdown(container_id)
+        else:
+            await self._runtime.stop_container(container_id, self.service.stop.timeout)
+
+    async def _stop_at_shutdown(self, container_id: str) -> None:
+        """Send the stop signal and take the container's `die` event as stopped; past the
+        grace period (or with no event) the engine's stop call kills it and waits.
+
+        The engine answers a stop call only after its clean-up, several times longer than the
+        exit itself under load; the next level (and, after the last, the daemon's exit) need
+        only the exit. The clean-up then runs in the engine on its own: the container has
+        exited before its `die` event is sent."""
+        died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._die_wanted = (container_id, self._clock.wall_ns(), died)
+        grace = asyncio.ensure_future(self._clock.sleep(self.service.stop.timeout))
+        try:
             try:
-                await asyncio.wait({call, died}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._die_wanted = None
-            if not call.done():
-                self._stop_calls.add(call)
-                call.add_done_callback(self._stop_calls.discard)
+                signalled = await self._runtime.kill_container(
+                    container_id, self.service.stop.signal
+                )
+            except DockerError as exc:
+                self._log.warning("stop signal not sent; engine's stop instead", error=str(exc))
+                await self._runtime.stop_container(container_id, self.service.stop.timeout)
                 return
-        await asyncio.wait({call})
-
-    def _stop_call_done(self, call: asyncio.Future[None]) -> None:
-        if not call.cancelled() and call.exception() is not None:
-            self._log.error("stop failed", error=str(call.exception()))
-
-    async def settle(self) -> None:
-        """Wait for stop calls still running after their containers died (see above)."""
-        if self._stop_calls:
-            await asyncio.wait(set(self._stop_calls))
+            if signalled:
+                await asyncio.wait({died, grace}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._die_wanted = None
+            grace.cancel()
+        if signalled and not died.done():
+            # Past the grace period, or its `die` event missed: the engine kills and waits.
+            await self._runtime.stop_container(container_id, 0)
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.

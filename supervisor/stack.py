@@ -328,7 +328,6 @@ class Stack:
             killer = group.create_task(kill_on_hurry())
             await self._stop_services(set(self.runners), self.graph)
             killer.cancel()
-        await asyncio.gather(*(runner.settle() for runner in self.runners.values()))
         log.info("stack stopped")
 
     async def _stop_services(self, names: set[str], graph: DependencyGraph) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 
 from supervisor.config import parse_config
-from supervisor.docker_api import ContainerEvent, ContainerInfo
+from supervisor.docker_api import ContainerEvent, ContainerInfo, DockerError
 from supervisor.engine_gate import EngineGate
 from supervisor.runner import ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
@@ -250,19 +250,60 @@ def slow_stop(e: Engine) -> asyncio.Event:
     return answered
 
 
-async def test_at_shutdown_a_container_counts_as_stopped_at_its_die_event() -> None:
+async def test_at_shutdown_the_stop_signal_is_sent_and_the_die_counts_as_stopped() -> None:
     e = engine("web:1")
-    answered = slow_stop(e)
+    slow_stop(e)  # never answers: the shutdown path must not need the stop call
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
         runner.post(ShutdownBegan())
         runner.post(StopRequested())
-        await state(runner, State.STOPPED)  # the call has not returned yet
-        settled = asyncio.create_task(runner.settle())
-        await settle()
-        assert not settled.done()  # the stack still waits for the call before it exits
-        answered.set()
-        await asyncio.wait_for(settled, 5)
+        await state(runner, State.STOPPED)
+        assert e.runtime.calls[-1] == "signal web SIGTERM"
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_an_ignored_stop_signal_goes_to_the_engines_stop_after_grace() -> None:
+    e = engine("web:1")
+    e.runtime.ignore_stop_signal.add("web")
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
+        await e.clock.advance(9.9)
+        assert runner.machine.state is State.STOPPING  # still within its 10 s grace period
+        assert e.runtime.count("stop web") == 0
+        await e.clock.advance(0.2)
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 1  # with no grace left: the engine kills, waits
+
+
+async def test_at_shutdown_a_container_that_already_exited_is_not_waited_for() -> None:
+    e = engine("web:1")
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        container = e.runtime.container("web")
+        assert container is not None
+        container.running = False  # exited, its `die` not seen yet
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_a_stop_signal_the_engine_refuses_falls_back_to_its_stop_call() -> None:
+    e = engine("web:1")
+
+    async def refuse(container_id: str, signal: str = "SIGKILL") -> bool:
+        raise DockerError(f"kill container {container_id}: engine hiccup")
+
+    e.runtime.kill_container = refuse  # type: ignore[method-assign]
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 1
 
 
 async def test_outside_shutdown_a_stop_waits_for_the_engine_to_answer() -> None:
