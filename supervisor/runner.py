@@ -61,6 +61,10 @@ from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
 
+# At shutdown, how long a SIGKILLed container's `die` may take before the engine's own stop
+# call is asked to wait for the exit (only when the event stream lost it).
+KILLED_WITHIN = 5.0
+
 
 class ServiceRunner:
     """Owns one service's machine, its probe loop and its backoff timer."""
@@ -371,32 +375,40 @@ class ServiceRunner:
 
     async def _stop_at_shutdown(self, container_id: str) -> None:
         """Send the stop signal and take the container's `die` event as stopped; past the
-        grace period (or with no event) the engine's stop call kills it and waits.
+        grace period SIGKILL it; with no `die` even then (the event stream lost), or no signal
+        sent, the engine's stop call, which waits for the exit itself.
 
         The engine answers a stop call only after its clean-up, several times longer than the
         exit itself under load; the next level (and, after the last, the daemon's exit) need
         only the exit. The clean-up then runs in the engine on its own: the container has
-        exited before its `die` event is sent."""
+        exited before its `die` event is sent. And no worker thread waits out a grace period,
+        so a large stack's containers all get their signal at once."""
+        timeout = self.service.stop.timeout
+        try:
+            if await self._signal_and_wait(container_id, self.service.stop.signal, timeout):
+                return
+            self._log.warning("still running after its stop timeout; killing it")
+            timeout = 0
+            if await self._signal_and_wait(container_id, "SIGKILL", KILLED_WITHIN):
+                return
+        except DockerError as exc:
+            self._log.warning("signal not sent; the engine's stop instead", error=str(exc))
+        await self._runtime.stop_container(container_id, timeout)
+
+    async def _signal_and_wait(self, container_id: str, signal: str, within: float) -> bool:
+        """Send `signal`: True once the container's `die` arrives within `within` seconds, or
+        at once if it was not running."""
         died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._die_wanted = (container_id, self._clock.wall_ns(), died)
-        grace = asyncio.ensure_future(self._clock.sleep(self.service.stop.timeout))
+        timer = asyncio.ensure_future(self._clock.sleep(within))
         try:
-            try:
-                signalled = await self._runtime.kill_container(
-                    container_id, self.service.stop.signal
-                )
-            except DockerError as exc:
-                self._log.warning("stop signal not sent; engine's stop instead", error=str(exc))
-                await self._runtime.stop_container(container_id, self.service.stop.timeout)
-                return
-            if signalled:
-                await asyncio.wait({died, grace}, return_when=asyncio.FIRST_COMPLETED)
+            if not await self._runtime.kill_container(container_id, signal):
+                return True
+            await asyncio.wait({died, timer}, return_when=asyncio.FIRST_COMPLETED)
+            return died.done()
         finally:
             self._die_wanted = None
-            grace.cancel()
-        if signalled and not died.done():
-            # Past the grace period, or its `die` event missed: the engine kills and waits.
-            await self._runtime.stop_container(container_id, 0)
+            timer.cancel()
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.

@@ -274,7 +274,7 @@ class FakeRuntime:
             self.calls.append(f"signal {found.spec.service} {signal}")
         if not found.running:
             return False
-        if found.spec.service not in self.ignore_stop_signal:
+        if signal == "SIGKILL" or found.spec.service not in self.ignore_stop_signal:
             self._ended(found, 137 if signal == "SIGKILL" else 0, False)
         return True
 

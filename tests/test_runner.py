@@ -13,7 +13,7 @@ from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 from supervisor.config import parse_config
 from supervisor.docker_api import ContainerEvent, ContainerInfo, DockerError
 from supervisor.engine_gate import EngineGate
-from supervisor.runner import ServiceRunner
+from supervisor.runner import KILLED_WITHIN, ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
 from supervisor.spec import container_spec
 from supervisor.state_board import StateBoard
@@ -262,7 +262,7 @@ async def test_at_shutdown_the_stop_signal_is_sent_and_the_die_counts_as_stopped
         assert e.runtime.count("stop web") == 0
 
 
-async def test_at_shutdown_an_ignored_stop_signal_goes_to_the_engines_stop_after_grace() -> None:
+async def test_at_shutdown_an_ignored_stop_signal_is_followed_by_sigkill_after_grace() -> None:
     e = engine("web:1")
     e.runtime.ignore_stop_signal.add("web")
     async with running(e, make_runner(e, WEB, "web")) as runner:
@@ -272,10 +272,37 @@ async def test_at_shutdown_an_ignored_stop_signal_goes_to_the_engines_stop_after
         await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
         await e.clock.advance(9.9)
         assert runner.machine.state is State.STOPPING  # still within its 10 s grace period
-        assert e.runtime.count("stop web") == 0
+        assert e.runtime.count("kill web") == 0
         await e.clock.advance(0.2)
         await state(runner, State.STOPPED)
-        assert e.runtime.count("stop web") == 1  # with no grace left: the engine kills, waits
+        assert e.runtime.count("kill web") == 1
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_with_no_die_event_the_engines_stop_call_decides() -> None:
+    e = engine("web:1")
+    e.runtime.ignore_stop_signal.add("web")
+    kill = e.runtime.kill_container
+
+    async def kill_unseen(container_id: str, signal: str = "SIGKILL") -> bool:
+        # The signal lands, but its `die` never reaches the daemon (event stream lost).
+        if signal == "SIGKILL":
+            e.runtime.calls.append("kill web (unseen)")
+            return True
+        return await kill(container_id, signal)
+
+    e.runtime.kill_container = kill_unseen  # type: ignore[method-assign]
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
+        await e.clock.advance(10.1)
+        await until(lambda: "kill web (unseen)" in e.runtime.calls, "SIGKILL sent")
+        assert runner.machine.state is State.STOPPING
+        await e.clock.advance(KILLED_WITHIN + 0.1)
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 1
 
 
 async def test_at_shutdown_a_container_that_already_exited_is_not_waited_for() -> None:
