@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -55,7 +55,7 @@ from supervisor.service import (
     WaitForDependencies,
     dependencies_verdict,
 )
-from supervisor.spec import ImageChoice, container_spec
+from supervisor.spec import ContainerSpec, ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
@@ -80,6 +80,7 @@ class ServiceRunner:
         observer: StackObserver,
         gate: EngineGate,
         image: ImageChoice | None = None,
+        resources: Callable[[ContainerSpec], Awaitable[None]] | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -94,6 +95,8 @@ class ServiceRunner:
         self._clock = clock
         self._observer = observer
         self._gate = gate
+        # Waits until the networks and volumes a container uses exist (made at start-up).
+        self._resources = resources
         self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
@@ -484,6 +487,8 @@ class ServiceRunner:
 
     async def _create(self) -> str:
         await self._ensure_image()
+        if self._resources is not None:
+            await self._resources(self.spec)
         container_id = await self._runtime.create_container(self.spec)
         self._known = (container_id, self.spec.config_hash)
         self._log.info("container created", container=container_id[:12], image=self.spec.image)
