@@ -196,6 +196,7 @@ def bench_crash(
 ) -> dict[str, Any]:
     ours: list[float] = []
     theirs: list[float] = []
+    reaction: list[float] = []  # ours: the `die` to our decision to start again (our log)
     with project(api) as name, tempfile.TemporaryDirectory() as tmp:
         events = Events(name)
         probe = {"http": {"port": 8080}, "interval": "200ms", "timeout": "500ms", "retries": 3}
@@ -228,7 +229,17 @@ def bench_crash(
                     died: float = wait(lambda: events.after(cid, "die", before), 30, "die")  # noqa: B023
                     back: float = wait(lambda: events.after(cid, "start", died), 30, "start")  # noqa: B023
                     out.append(back - died)
-                say(f"(a) round {rnd + 1}: ours {ours[-1]:.3f} s, docker {theirs[-1]:.3f} s")
+                    if cid == our_id:
+                        decided = [
+                            iso_to_epoch(r["timestamp"])
+                            for r in daemon.records()
+                            if r.get("event") == "state changed" and r.get("new") == "restarting"
+                        ]
+                        reaction.append(min(t for t in decided if t >= died - 0.001) - died)
+                say(
+                    f"(a) round {rnd + 1}: ours {ours[-1]:.3f} s (decided after "
+                    f"{reaction[-1] * 1000:.1f} ms), docker {theirs[-1]:.3f} s"
+                )
                 daemon.wait_states({"svc": "healthy"}, 30)
         finally:
             daemon.close()
@@ -239,6 +250,8 @@ def bench_crash(
         "ours_s": ours,
         "docker_s": theirs,
         "ours_median_s": median(ours),
+        "ours_decided_after_die_s": reaction,
+        "ours_decided_median_s": median(reaction),
         "docker_median_s": median(theirs),
         "ratio": median(ours) / median(theirs),
     }

@@ -7,6 +7,7 @@ prometheus) cost a third of a second to import, which `status` and `reload` shou
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def run(config_path: Path, config: StackConfig) -> int:
     except ApiSetupError as exc:
         print(f"cannot serve the API: {exc}", file=sys.stderr)
         return EX_CONFIG
+    finally:
+        # Everything is stopped and flushed; the process ends next. The interpreter's last
+        # collection would walk the whole heap for nothing (0.15-0.25 s, most of the time
+        # between the last container's stop and the exit): leave it out of the collector.
+        gc.freeze()
 
 
 def down(config: StackConfig, *, volumes: bool) -> int:

@@ -78,10 +78,21 @@ class DockerRuntime:
         self,
         client_factory: Callable[[], docker.DockerClient] | None = None,
         max_workers: int = 8,
+        signal_workers: int = 32,
     ) -> None:
-        self._factory = client_factory or (lambda: docker.from_env(timeout=int(_API_TIMEOUT)))
+        self._factory = client_factory or (
+            lambda: docker.from_env(
+                timeout=int(_API_TIMEOUT), max_pool_size=max_workers + signal_workers
+            )
+        )
         self._client: docker.DockerClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="docker")
+        # Signals are quick calls that come in bursts (a whole stack's stop signals at once at
+        # shutdown): their own, wider pool, so they go out together and never queue behind a
+        # slow create or exec. Its threads are made only when a burst needs them.
+        self._signal_pool = ThreadPoolExecutor(
+            max_workers=signal_workers, thread_name_prefix="docker-signal"
+        )
 
     @property
     def _api(self) -> docker.APIClient:
@@ -89,10 +100,12 @@ class DockerRuntime:
             self._client = self._factory()
         return self._client.api
 
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[], T], pool: ThreadPoolExecutor | None = None
+    ) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, fn)
+            return await loop.run_in_executor(pool or self._pool, fn)
         except DockerError:
             raise
         except Exception as exc:
@@ -103,6 +116,7 @@ class DockerRuntime:
         if client is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, client.close)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._signal_pool.shutdown(wait=False, cancel_futures=True)
 
     async def ping(self) -> None:
         """Raise DockerUnavailable unless the engine answers."""
@@ -284,18 +298,24 @@ class DockerRuntime:
 
         await self._call(f"stop container {container_id[:12]}", stop)
 
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
-        def kill() -> None:
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> bool:
+        """Send `signal` to the container's main process; False if it was not running."""
+
+        def kill() -> bool:
             try:
                 self._api.kill(container_id, signal=signal)
             except docker.errors.NotFound:
-                pass
+                return False
             except docker.errors.APIError as exc:
-                # Killing a container that already exited is not an error for us.
+                # A container that already exited is not an error for us.
                 if exc.status_code != 409:
                     raise
+                return False
+            return True
 
-        await self._call(f"kill container {container_id[:12]}", kill)
+        return await self._call(
+            f"kill container {container_id[:12]} ({signal})", kill, self._signal_pool
+        )
 
     async def remove_container(self, container_id: str) -> None:
         def remove() -> None:

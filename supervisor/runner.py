@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -55,11 +55,15 @@ from supervisor.service import (
     WaitForDependencies,
     dependencies_verdict,
 )
-from supervisor.spec import ImageChoice, container_spec
+from supervisor.spec import ContainerSpec, ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
+
+# At shutdown, how long a SIGKILLed container's `die` may take before the engine's own stop
+# call is asked to wait for the exit (only when the event stream lost it).
+KILLED_WITHIN = 5.0
 
 
 class ServiceRunner:
@@ -76,6 +80,7 @@ class ServiceRunner:
         observer: StackObserver,
         gate: EngineGate,
         image: ImageChoice | None = None,
+        resources: Callable[[ContainerSpec], Awaitable[None]] | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -90,6 +95,8 @@ class ServiceRunner:
         self._clock = clock
         self._observer = observer
         self._gate = gate
+        # Waits until the networks and volumes a container uses exist (made at start-up).
+        self._resources = resources
         self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
@@ -109,7 +116,6 @@ class ServiceRunner:
         self._oom_seen: str | None = None
         # (container id, stop issued at ns, future) while a shutdown stop waits on the `die`.
         self._die_wanted: tuple[str, int, asyncio.Future[None]] | None = None
-        self._stop_calls: set[asyncio.Future[None]] = set()
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -361,38 +367,51 @@ class ServiceRunner:
                 self._log.info("container made ahead removed", container=known[0][:12])
 
     async def _stop_container(self, container_id: str) -> None:
-        """Stop the container: until the stop call returns, or while the stack shuts down,
-        until its `die` event, whichever comes first.
-
-        The engine answers a stop only after its clean-up (network, mounts), several times
-        longer than the exit itself under load; at shutdown that clean-up then overlaps the
-        next level's stops instead of delaying them. The call still runs to its end: `settle`
-        waits for it. Not for a restart or replacement, which must not race the engine."""
-        call = asyncio.ensure_future(
-            self._runtime.stop_container(container_id, self.service.stop.timeout)
-        )
-        call.add_done_callback(self._stop_call_done)
+        """Stop the container. While the stack shuts down, by its stop signal and its `die`
+        event (see `_stop_at_shutdown`); otherwise by the engine's stop call, which returns
+        once the engine has also cleaned up (network, mounts): a restart or replacement must
+        not race that clean-up."""
         if self.machine.shutting_down and self.machine.state is State.STOPPING:
-            died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._die_wanted = (container_id, self._clock.wall_ns(), died)
-            try:
-                await asyncio.wait({call, died}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._die_wanted = None
-            if not call.done():
-                self._stop_calls.add(call)
-                call.add_done_callback(self._stop_calls.discard)
+            await self._stop_at_shutdown(container_id)
+        else:
+            await self._runtime.stop_container(container_id, self.service.stop.timeout)
+
+    async def _stop_at_shutdown(self, container_id: str) -> None:
+        """Send the stop signal and take the container's `die` event as stopped; past the
+        grace period SIGKILL it; with no `die` even then (the event stream lost), or no signal
+        sent, the engine's stop call, which waits for the exit itself.
+
+        The engine answers a stop call only after its clean-up, several times longer than the
+        exit itself under load; the next level (and, after the last, the daemon's exit) need
+        only the exit. The clean-up then runs in the engine on its own: the container has
+        exited before its `die` event is sent. And no worker thread waits out a grace period,
+        so a large stack's containers all get their signal at once."""
+        timeout = self.service.stop.timeout
+        try:
+            if await self._signal_and_wait(container_id, self.service.stop.signal, timeout):
                 return
-        await asyncio.wait({call})
+            self._log.warning("still running after its stop timeout; killing it")
+            timeout = 0
+            if await self._signal_and_wait(container_id, "SIGKILL", KILLED_WITHIN):
+                return
+        except DockerError as exc:
+            self._log.warning("signal not sent; the engine's stop instead", error=str(exc))
+        await self._runtime.stop_container(container_id, timeout)
 
-    def _stop_call_done(self, call: asyncio.Future[None]) -> None:
-        if not call.cancelled() and call.exception() is not None:
-            self._log.error("stop failed", error=str(call.exception()))
-
-    async def settle(self) -> None:
-        """Wait for stop calls still running after their containers died (see above)."""
-        if self._stop_calls:
-            await asyncio.wait(set(self._stop_calls))
+    async def _signal_and_wait(self, container_id: str, signal: str, within: float) -> bool:
+        """Send `signal`: True once the container's `die` arrives within `within` seconds, or
+        at once if it was not running."""
+        died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._die_wanted = (container_id, self._clock.wall_ns(), died)
+        timer = asyncio.ensure_future(self._clock.sleep(within))
+        try:
+            if not await self._runtime.kill_container(container_id, signal):
+                return True
+            await asyncio.wait({died, timer}, return_when=asyncio.FIRST_COMPLETED)
+            return died.done()
+        finally:
+            self._die_wanted = None
+            timer.cancel()
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.
@@ -468,6 +487,8 @@ class ServiceRunner:
 
     async def _create(self) -> str:
         await self._ensure_image()
+        if self._resources is not None:
+            await self._resources(self.spec)
         container_id = await self._runtime.create_container(self.spec)
         self._known = (container_id, self.spec.config_hash)
         self._log.info("container created", container=container_id[:12], image=self.spec.image)

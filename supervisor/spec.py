@@ -192,3 +192,24 @@ def volume_specs(stack: StackConfig) -> list[VolumeSpec]:
         VolumeSpec(volume_name(stack, name), vol.driver, project_labels(stack.project))
         for name, vol in stack.volumes.items()
     ]
+
+
+def in_order_of_first_use(
+    stack: StackConfig, levels: list[list[str]]
+) -> tuple[list[NetworkSpec], list[VolumeSpec]]:
+    """The networks and volumes, those the earliest start level uses first (then config order).
+
+    The engine makes networks one at a time, and each container waits only for its own: asked
+    for in this order, the first services' networks come first."""
+    first_use: dict[str, int] = {}
+    for level, names in enumerate(levels):
+        for name in names:
+            service = stack.services[name]
+            used = [network_name(stack, n) for n in service.networks]
+            used += [volume_name(stack, m.source) for m in service.volumes if m.kind == "volume"]
+            for resource in used:
+                first_use.setdefault(resource, level)
+    unused = len(levels)
+    networks = sorted(network_specs(stack), key=lambda n: first_use.get(n.name, unused))
+    volumes = sorted(volume_specs(stack), key=lambda v: first_use.get(v.name, unused))
+    return networks, volumes

@@ -38,12 +38,12 @@ from supervisor.service import (
     StopRequested,
 )
 from supervisor.spec import (
+    ContainerSpec,
     ImageChoice,
     NetworkSpec,
     VolumeSpec,
-    network_specs,
+    in_order_of_first_use,
     volume_name,
-    volume_specs,
 )
 from supervisor.state_board import StateBoard
 from supervisor.status import Observers, ServiceStatus
@@ -91,6 +91,8 @@ class Stack:
         self._group: asyncio.TaskGroup | None = None
         self._events_connected = asyncio.Event()
         self._stopping = False
+        # Docker name of a network or volume -> done once made (None) or given up (why).
+        self._made: dict[str, asyncio.Future[str | None]] = {}
         self.observers.add(
             DependencyRestarts(
                 lambda: self.config.services,
@@ -114,6 +116,7 @@ class Stack:
             self.observers,
             self.engine,
             image,
+            self._resources_for,
         )
 
     def _launch(self, runner: ServiceRunner) -> None:
@@ -123,13 +126,18 @@ class Stack:
         )
 
     async def run(self, stop: asyncio.Event, hurry: asyncio.Event) -> None:
-        """Start everything, supervise until `stop` is set, then stop in reverse order."""
-        # Independent round trips: networks and volumes, and the look at what already runs.
-        for outcome in await asyncio.gather(
-            self._prepare(self.config), self._survey(), return_exceptions=True
-        ):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        """Start everything, supervise until `stop` is set, then stop in reverse order.
+
+        Raises StackError if a network or volume cannot be made (after stopping whatever had
+        started meanwhile)."""
+        # Networks and volumes are made beside everything else: the engine makes them one at a
+        # time, and each container waits only for its own (`_resources_for`).
+        preparing = asyncio.ensure_future(self._prepare(self.config))
+        try:
+            await self._survey()
+        except BaseException:
+            preparing.cancel()
+            raise
         async with asyncio.TaskGroup() as group:
             self._group = group
             watcher = group.create_task(self._watch_events(), name="docker-events")
@@ -138,11 +146,19 @@ class Stack:
             for runner in self.runners.values():
                 self._launch(runner)
             resync = group.create_task(self._resync_periodically(), name="resync")
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({stopping, preparing}, return_when=asyncio.FIRST_COMPLETED)
+            if not preparing.done() or preparing.exception() is None:
+                await stopping
+            stopping.cancel()
+            preparing.cancel()  # a stop before every network was made: no need for the rest
             await self._shutdown(hurry)
             for task in (watcher, resync, *self._tasks.values()):
                 task.cancel()
         self._group = None
+        failure = preparing.exception() if preparing.done() and not preparing.cancelled() else None
+        if failure is not None:
+            raise failure
 
     def settled(self) -> bool:
         """No service is on its way up any more (the first start is over, one way or another)."""
@@ -225,23 +241,51 @@ class Stack:
         return [n for n in names if self.board.state(n) is State.PENDING]
 
     async def _prepare(self, config: StackConfig) -> None:
+        """Make the config's networks and volumes, in parallel; StackError if one fails."""
+        loop = asyncio.get_running_loop()
+
+        def made(name: str, failure: str | None = None) -> None:
+            if not self._made[name].done():
+                self._made[name].set_result(failure)
+
         async def network(spec: NetworkSpec) -> None:
             if await self._runtime.ensure_network(spec):
                 log.info("network created", network=spec.name)
+            made(spec.name)
 
         async def volume(spec: VolumeSpec) -> None:
             if await self._runtime.ensure_volume(spec):
                 log.info("volume created", volume=spec.name)
+            made(spec.name)
 
+        networks, volumes = in_order_of_first_use(config, config.graph().levels())
+        names = (*(n.name for n in networks), *(v.name for v in volumes))
+        for name in names:
+            known = self._made.get(name)
+            if known is None or (known.done() and known.result() is not None):
+                self._made[name] = loop.create_future()  # none yet, or given up on before
+        failure = "the stack stopped before it was made"
         try:
-            # In parallel: this is on every cold start's critical path.
             async with asyncio.TaskGroup() as group:
-                for net in network_specs(config):
+                for net in networks:
                     group.create_task(network(net))
-                for vol in volume_specs(config):
+                for vol in volumes:
                     group.create_task(volume(vol))
         except* DockerError as errors:
-            raise StackError("; ".join(str(e) for e in errors.exceptions)) from errors
+            failure = "; ".join(str(e) for e in errors.exceptions)
+            raise StackError(failure) from errors
+        finally:
+            for name in names:  # whoever still waits for one learns it will not come
+                made(name, failure)
+
+    async def _resources_for(self, spec: ContainerSpec) -> None:
+        """Wait until the networks and volumes `spec` uses exist; DockerError if one cannot
+        be made (the stack then stops, see `run`)."""
+        for name in (*spec.networks, *(m.source for m in spec.volume_mounts)):
+            if name in self._made:
+                failure = await asyncio.shield(self._made[name])
+                if failure is not None:
+                    raise DockerError(f"{name} was not made: {failure}")
 
     async def _survey(self) -> None:
         """Look at what the project already has running before starting anything (adoption)."""
@@ -328,7 +372,6 @@ class Stack:
             killer = group.create_task(kill_on_hurry())
             await self._stop_services(set(self.runners), self.graph)
             killer.cancel()
-        await asyncio.gather(*(runner.settle() for runner in self.runners.values()))
         log.info("stack stopped")
 
     async def _stop_services(self, names: set[str], graph: DependencyGraph) -> None:

@@ -170,6 +170,8 @@ class FakeRuntime:
         self.exit_on_start: dict[str, int] = {}
         # (service, argv) -> what `exec_in` returns
         self.exec_results: dict[tuple[str, tuple[str, ...]], ExecResult] = {}
+        # services whose process ignores its stop signal (only a SIGKILL or the stop call ends it)
+        self.ignore_stop_signal: set[str] = set()
         self.down = False
         self._ids = itertools.count(1)
         self._stream: asyncio.Queue[ContainerEvent | StreamReset | StreamLost] = asyncio.Queue()
@@ -264,11 +266,17 @@ class FakeRuntime:
         if found.running:
             self._ended(found, 0, False)
 
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> bool:
         found = self._get(container_id, "kill")
-        self.calls.append(f"kill {found.spec.service}")
-        if found.running:
-            self._ended(found, 137, False)
+        if signal == "SIGKILL":
+            self.calls.append(f"kill {found.spec.service}")
+        else:
+            self.calls.append(f"signal {found.spec.service} {signal}")
+        if not found.running:
+            return False
+        if signal == "SIGKILL" or found.spec.service not in self.ignore_stop_signal:
+            self._ended(found, 137 if signal == "SIGKILL" else 0, False)
+        return True
 
     async def remove_container(self, container_id: str) -> None:
         found = self._get(container_id, "remove")

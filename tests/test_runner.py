@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 
 from supervisor.config import parse_config
-from supervisor.docker_api import ContainerEvent, ContainerInfo
+from supervisor.docker_api import ContainerEvent, ContainerInfo, DockerError
 from supervisor.engine_gate import EngineGate
-from supervisor.runner import ServiceRunner
+from supervisor.runner import KILLED_WITHIN, ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
 from supervisor.spec import container_spec
 from supervisor.state_board import StateBoard
@@ -250,19 +250,87 @@ def slow_stop(e: Engine) -> asyncio.Event:
     return answered
 
 
-async def test_at_shutdown_a_container_counts_as_stopped_at_its_die_event() -> None:
+async def test_at_shutdown_the_stop_signal_is_sent_and_the_die_counts_as_stopped() -> None:
     e = engine("web:1")
-    answered = slow_stop(e)
+    slow_stop(e)  # never answers: the shutdown path must not need the stop call
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
         runner.post(ShutdownBegan())
         runner.post(StopRequested())
-        await state(runner, State.STOPPED)  # the call has not returned yet
-        settled = asyncio.create_task(runner.settle())
-        await settle()
-        assert not settled.done()  # the stack still waits for the call before it exits
-        answered.set()
-        await asyncio.wait_for(settled, 5)
+        await state(runner, State.STOPPED)
+        assert e.runtime.calls[-1] == "signal web SIGTERM"
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_an_ignored_stop_signal_is_followed_by_sigkill_after_grace() -> None:
+    e = engine("web:1")
+    e.runtime.ignore_stop_signal.add("web")
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
+        await e.clock.advance(9.9)
+        assert runner.machine.state is State.STOPPING  # still within its 10 s grace period
+        assert e.runtime.count("kill web") == 0
+        await e.clock.advance(0.2)
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("kill web") == 1
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_with_no_die_event_the_engines_stop_call_decides() -> None:
+    e = engine("web:1")
+    e.runtime.ignore_stop_signal.add("web")
+    kill = e.runtime.kill_container
+
+    async def kill_unseen(container_id: str, signal: str = "SIGKILL") -> bool:
+        # The signal lands, but its `die` never reaches the daemon (event stream lost).
+        if signal == "SIGKILL":
+            e.runtime.calls.append("kill web (unseen)")
+            return True
+        return await kill(container_id, signal)
+
+    e.runtime.kill_container = kill_unseen  # type: ignore[method-assign]
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
+        await e.clock.advance(10.1)
+        await until(lambda: "kill web (unseen)" in e.runtime.calls, "SIGKILL sent")
+        assert runner.machine.state is State.STOPPING
+        await e.clock.advance(KILLED_WITHIN + 0.1)
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 1
+
+
+async def test_at_shutdown_a_container_that_already_exited_is_not_waited_for() -> None:
+    e = engine("web:1")
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        container = e.runtime.container("web")
+        assert container is not None
+        container.running = False  # exited, its `die` not seen yet
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 0
+
+
+async def test_at_shutdown_a_stop_signal_the_engine_refuses_falls_back_to_its_stop_call() -> None:
+    e = engine("web:1")
+
+    async def refuse(container_id: str, signal: str = "SIGKILL") -> bool:
+        raise DockerError(f"kill container {container_id}: engine hiccup")
+
+    e.runtime.kill_container = refuse  # type: ignore[method-assign]
+    async with running(e, make_runner(e, WEB, "web")) as runner:
+        await state(runner, State.STARTING)
+        runner.post(ShutdownBegan())
+        runner.post(StopRequested())
+        await state(runner, State.STOPPED)
+        assert e.runtime.count("stop web") == 1
 
 
 async def test_outside_shutdown_a_stop_waits_for_the_engine_to_answer() -> None:

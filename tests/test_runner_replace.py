@@ -56,8 +56,9 @@ class Runtime:
     async def stop_container(self, container_id: str, timeout: float) -> None:
         self.calls.append(f"stop {container_id}")
 
-    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> bool:
         self.calls.append(f"kill {container_id}")
+        return True
 
     async def remove_container(self, container_id: str) -> None:
         self.calls.append(f"remove {container_id}")

@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 
 from supervisor.config import StackConfig, parse_config
 from supervisor.config_diff import diff_configs
+from supervisor.docker_api import DockerError
 from supervisor.service import RestartCause, State
-from supervisor.spec import container_spec
-from supervisor.stack import OperatorCommand, Stack
+from supervisor.spec import NetworkSpec, container_spec
+from supervisor.stack import OperatorCommand, Stack, StackError
 
 HEALTH = "{http: {port: 80}, interval: 5s, start_interval: 1s, retries: 2, start_period: 30s}"
 
@@ -102,7 +104,8 @@ async def test_services_start_in_dependency_order_and_stop_in_reverse() -> None:
         await r.reaches(db=State.HEALTHY, web=State.RUNNING)
         assert r.starts() == ["db", "app", "web"]
         assert r.runtime.count("create app") == 1  # made ahead: meeting db cost only a start
-    stops = [c.split()[1] for c in r.runtime.calls if c.startswith("stop ")]
+    # At shutdown a container gets its stop signal; its `die` event lets the next level go.
+    stops = [c.split()[1] for c in r.runtime.calls if c.startswith(("stop ", "signal "))]
     assert stops == ["web", "app", "db"]
 
 
@@ -211,3 +214,77 @@ async def test_an_engine_outage_holds_starts_until_the_engine_is_back_and_resync
         await until(lambda: r.starts().count("web") == 2, "web started again")
         await r.reaches(web=State.RUNNING, db=State.HEALTHY)
         await settle()
+
+
+# Two independent services on networks of their own, and a volume.
+TWO_NETWORKS = """
+db: {image: db:1, networks: [data], volumes: ["pgdata:/var/lib/db"]}
+web: {image: web:1, networks: [edge]}
+"""
+
+
+def config_with_networks(services: str) -> StackConfig:
+    return parse_config(
+        "version: 1\nproject: p\nnetworks: {data: {}, edge: {}}\nvolumes: {pgdata: {}}\n"
+        "services:\n" + textwrap.indent(textwrap.dedent(services), "  ")
+    )
+
+
+class SlowNetworks(FakeRuntime):
+    """Each network is made only when the test lets it (or fails, if told to)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, IMAGES)
+        self.let: dict[str, asyncio.Event] = {"p-data": asyncio.Event(), "p-edge": asyncio.Event()}
+        self.refuse_network: set[str] = set()
+
+    async def ensure_network(self, spec: NetworkSpec) -> bool:
+        await self.let[spec.name].wait()
+        if spec.name in self.refuse_network:
+            raise DockerError(f"create network {spec.name}: address pool exhausted")
+        return await super().ensure_network(spec)
+
+
+async def test_a_container_waits_only_for_its_own_networks_and_volumes() -> None:
+    runtime = SlowNetworks(FakeClock())
+    async with running(config_with_networks(TWO_NETWORKS), runtime) as r:
+        runtime.let["p-data"].set()
+        await r.reaches(db=State.RUNNING)
+        assert "p-pgdata" in runtime.volumes
+        await settle()
+        assert r.starts() == ["db"]  # web's network is not made yet: nor is its container
+        assert r.runtime.container("web") is None
+        runtime.let["p-edge"].set()
+        await r.reaches(web=State.RUNNING)
+
+
+async def test_a_network_that_cannot_be_made_stops_what_started_and_fails_the_stack() -> None:
+    runtime = SlowNetworks(FakeClock())
+    stack = Stack(config_with_networks(TWO_NETWORKS), runtime, FakeProber(runtime), runtime.clock)
+    task = asyncio.create_task(stack.run(asyncio.Event(), asyncio.Event()))
+    runtime.let["p-data"].set()
+    await until(lambda: stack.board.state("db") is State.RUNNING, "db running")
+    runtime.refuse_network.add("p-edge")
+    runtime.let["p-edge"].set()
+    await until(task.done, "the stack gave up")
+    with pytest.raises(StackError, match="p-edge: address pool exhausted"):
+        task.result()
+    db = runtime.container("db")
+    assert db is not None and not db.running  # stopped in order, not left behind
+    assert runtime.container("web") is None
+
+
+async def test_a_stop_while_networks_are_being_made_ends_the_stack_without_waiting_for_them() -> (
+    None
+):
+    runtime = SlowNetworks(FakeClock())
+    stop = asyncio.Event()
+    stack = Stack(config_with_networks(TWO_NETWORKS), runtime, FakeProber(runtime), runtime.clock)
+    task = asyncio.create_task(stack.run(stop, asyncio.Event()))
+    runtime.let["p-data"].set()
+    await until(lambda: stack.board.state("db") is State.RUNNING, "db running")
+    stop.set()  # p-edge is never made
+    await until(task.done, "the stack stopped")
+    task.result()
+    assert stack.board.state("db") is State.STOPPED
+    assert runtime.container("web") is None
