@@ -24,6 +24,7 @@ from supervisor.container_plan import (
 )
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
+from supervisor.probe_beat import ProbeBeat
 from supervisor.probes import ProbeResult, ProbeTarget
 from supervisor.runner_inputs import (
     DockerNoticed,
@@ -81,6 +82,7 @@ class ServiceRunner:
         gate: EngineGate,
         image: ImageChoice | None = None,
         resources: Callable[[ContainerSpec], Awaitable[None]] | None = None,
+        beat: ProbeBeat | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -97,6 +99,8 @@ class ServiceRunner:
         self._gate = gate
         # Waits until the networks and volumes a container uses exist (made at start-up).
         self._resources = resources
+        # Shared by the stack's runners: their steady probes fall together (see probe_beat).
+        self._beat = beat or ProbeBeat()
         self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
@@ -585,12 +589,15 @@ class ServiceRunner:
             began = self._clock.monotonic()
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(ProbeDone(container_id, result))
-            # Probe fast until the first success, then at the steady interval. At a fixed
-            # rate: a probe that runs into its timeout must not stretch the period, or
-            # detection would take retries x (interval + timeout).
-            fast = self.machine.state is State.STARTING
-            period = health.start_interval if fast else health.interval
-            await self._clock.sleep(max(0.0, began + period - self._clock.monotonic()))
+            # Probe fast until the first success, then at the steady interval, on the beat
+            # the stack's services share. At a fixed rate: a probe that runs into its timeout
+            # must not stretch the period, or detection would take retries x (interval +
+            # timeout).
+            if self.machine.state is State.STARTING:
+                due = began + health.start_interval
+            else:
+                due = self._beat.next_probe(health.interval, began)
+            await self._clock.sleep(max(0.0, due - self._clock.monotonic()))
 
     # -- dependencies ---------------------------------------------------------------------
 

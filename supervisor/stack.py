@@ -27,6 +27,7 @@ from supervisor.graph import DependencyGraph
 
 # Re-exported: it lived here before `supervisor.model`.
 from supervisor.model import OperatorCommand as OperatorCommand  # noqa: PLC0414 - re-export
+from supervisor.probe_beat import ProbeBeat
 from supervisor.runner import ServiceRunner
 from supervisor.runtime import ProbeRunner, StackRuntime
 from supervisor.service import (
@@ -82,6 +83,7 @@ class Stack:
         self._prober = prober
         self._clock = clock
         self.engine = EngineGate()
+        self._probe_beat = ProbeBeat()
         self.observers = observers or Observers()
         # service -> (pinned image, the reference it was pinned for): rolled back there; kept
         # until an update succeeds.
@@ -117,6 +119,7 @@ class Stack:
             self.engine,
             image,
             self._resources_for,
+            beat=self._probe_beat,
         )
 
     def _launch(self, runner: ServiceRunner) -> None:

@@ -348,11 +348,13 @@ class FakeProber:
         self.runtime = runtime
         self.failing: set[str] = set()
         self.probed: list[str] = []
+        self.probed_at: list[tuple[str, float]] = []  # (service, fake monotonic time)
 
     async def probe(self, probe: Probe, target: ProbeTarget, timeout: float) -> ProbeResult:
         found = self.runtime.containers.get(target.container_id)
         service = found.spec.service if found is not None else "?"
         self.probed.append(service)
+        self.probed_at.append((service, self.runtime.clock.now))
         ok = found is not None and found.running and service not in self.failing
         detail = "ok" if ok else "connection refused"
         return ProbeResult(ok, detail, 0.001, self.runtime.clock.wall())

@@ -288,3 +288,17 @@ async def test_a_stop_while_networks_are_being_made_ends_the_stack_without_waiti
     task.result()
     assert stack.board.state("db") is State.STOPPED
     assert runtime.container("web") is None
+async def test_services_probing_at_one_interval_probe_at_the_same_moments() -> None:
+    # One wake-up of the daemon per beat, not one per service (the steady-state CPU cost).
+    cfg = config(f"db: {{image: db:1, health: {HEALTH}}}\nweb: {{image: web:1, health: {HEALTH}}}")
+    async with running(cfg, failing=("web",)) as r:
+        t0 = r.clock.now
+        await r.clock.advance(2.5)  # db went steady at t0 + 1; web still fails, probed each 1 s
+        r.prober.failing.clear()
+        await r.clock.advance(2.5)  # web healthy at t0 + 3, steady after its probe at t0 + 4
+        await r.reaches(db=State.HEALTHY, web=State.HEALTHY)
+        r.prober.probed_at.clear()
+        await r.clock.advance(10)
+        at = {s: [t - t0 for n, t in r.prober.probed_at if n == s] for s in ("db", "web")}
+        # Alone, web would probe at t0 + 9 and t0 + 14; it joined db's beat (sooner, once).
+        assert at["db"] == at["web"] == [6.0, 11.0]
