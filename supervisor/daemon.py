@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -427,6 +428,22 @@ async def wait_for_docker(
     return False
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the cyclic garbage collector off what start-up made (modules, config, runners).
+
+    All of it lives as long as the daemon, yet with 50 probed services the probes' short-lived
+    cycles set off a full collection about every 20 s, each walking that whole heap (~125 ms):
+    a sixth of the daemon's steady-state CPU. Reference counting still frees frozen objects.
+    """
+    gc.collect()  # what start-up left as garbage is not frozen in
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def run_daemon(
     config_path: Path,
     config: StackConfig,
@@ -467,7 +484,8 @@ async def run_daemon(
                 )
                 supervisor.advance(EngineReached())
                 supervisor.stack_ready.set()
-                await supervisor.stack.run(intent.stop, intent.hurry)
+                with frozen_heap():
+                    await supervisor.stack.run(intent.stop, intent.hurry)
     except StackError as exc:
         log.error("stack could not start", error=str(exc))
         return EXIT_FAILURE
