@@ -333,6 +333,17 @@ class DockerRuntime:
 
         return await self._call(f"inspect container {name_or_id}", inspect)
 
+    async def running_container_ids(self, project: str) -> set[str]:
+        """IDs of the project's running containers: one listing, no inspect per container."""
+
+        def listing() -> set[str]:
+            found = self._api.containers(
+                quiet=True, filters={"label": f"{LABEL_PROJECT}={project}"}
+            )
+            return {str(c["Id"]) for c in found}
+
+        return await self._call(f"running containers of {project}", listing)
+
     async def list_project_containers(self, project: str) -> list[ContainerInfo]:
         def listing() -> list[ContainerInfo]:
             found = self._api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})

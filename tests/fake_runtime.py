@@ -164,6 +164,7 @@ class FakeRuntime:
         self.volumes: set[str] = set()
         # What was asked of the engine, e.g. "create db", "start db", "pull db:1".
         self.calls: list[str] = []
+        self.inspected: list[str] = []  # names or IDs, in the order asked
         # service -> the error its start fails with (until removed from here)
         self.refuse_start: dict[str, str] = {}
         # service -> exit code right after each start (a job)
@@ -218,6 +219,7 @@ class FakeRuntime:
 
     async def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
         self._engine("inspect")
+        self.inspected.append(name_or_id)
         found = self._find(name_or_id)
         return None if found is None else found.info()
 
@@ -303,6 +305,10 @@ class FakeRuntime:
     async def list_project_containers(self, project: str) -> list[ContainerInfo]:
         self._engine("list")
         return [c.info() for c in self.containers.values()]
+
+    async def running_container_ids(self, project: str) -> set[str]:
+        self._engine("list")
+        return {c.id for c in self.containers.values() if c.running}
 
     async def exec_in(self, container_id: str, argv: tuple[str, ...]) -> ExecResult:
         found = self._get(container_id, "exec")

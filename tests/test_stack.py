@@ -16,7 +16,7 @@ from supervisor.config_diff import diff_configs
 from supervisor.docker_api import DockerError
 from supervisor.service import RestartCause, State
 from supervisor.spec import NetworkSpec, container_spec
-from supervisor.stack import OperatorCommand, Stack, StackError
+from supervisor.stack import RESYNC_INTERVAL, OperatorCommand, Stack, StackError
 
 HEALTH = "{http: {port: 80}, interval: 5s, start_interval: 1s, retries: 2, start_period: 30s}"
 
@@ -288,6 +288,8 @@ async def test_a_stop_while_networks_are_being_made_ends_the_stack_without_waiti
     task.result()
     assert stack.board.state("db") is State.STOPPED
     assert runtime.container("web") is None
+
+
 async def test_services_probing_at_one_interval_probe_at_the_same_moments() -> None:
     # One wake-up of the daemon per beat, not one per service (the steady-state CPU cost).
     cfg = config(f"db: {{image: db:1, health: {HEALTH}}}\nweb: {{image: web:1, health: {HEALTH}}}")
@@ -302,3 +304,15 @@ async def test_services_probing_at_one_interval_probe_at_the_same_moments() -> N
         at = {s: [t - t0 for n, t in r.prober.probed_at if n == s] for s in ("db", "web")}
         # Alone, web would probe at t0 + 9 and t0 + 14; it joined db's beat (sooner, once).
         assert at["db"] == at["web"] == [6.0, 11.0]
+
+
+async def test_the_periodic_resync_inspects_only_a_container_not_listed_as_running() -> None:
+    async with running(config(THREE)) as r:
+        await r.reaches(db=State.HEALTHY, app=State.HEALTHY, web=State.RUNNING)
+        web = r.runtime.container("web")
+        assert web is not None
+        web.running, web.exit_code = False, 1  # died, and the engine's `die` event was lost
+        r.runtime.inspected.clear()
+        await r.clock.advance(RESYNC_INTERVAL)
+        await r.reaches(web=State.RESTARTING)
+        assert r.runtime.inspected == [web.id]  # db and app: listed as running, not inspected

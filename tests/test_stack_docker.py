@@ -19,6 +19,9 @@ from daemon_process import (
 )
 from helpers import wait_until
 
+from supervisor.docker_api import DockerRuntime
+from supervisor.spec import LABEL_PROJECT
+
 pytestmark = pytest.mark.docker
 
 LONG_RUNNING = {
@@ -298,3 +301,18 @@ def test_check_prints_the_start_plan_with_parallel_levels() -> None:
     assert "in parallel" in first
     for name in ("postgres-frontend", "postgres-ct", "signing-init"):
         assert name in first
+
+
+async def test_the_resync_listing_names_exactly_the_running_containers_of_the_project(
+    project_name: str, stand_in_image: str, docker_client: docker.DockerClient
+) -> None:
+    labels = {LABEL_PROJECT: project_name}
+    up = docker_client.containers.run(
+        stand_in_image, name=f"{project_name}-up", labels=labels, detach=True
+    )
+    docker_client.containers.create(stand_in_image, name=f"{project_name}-down", labels=labels)
+    runtime = DockerRuntime()
+    try:
+        assert await runtime.running_container_ids(project_name) == {up.id}
+    finally:
+        await runtime.close()
