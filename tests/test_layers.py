@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "update_schedule",
                 "reload_queue",
                 "engine_gate",
+                "probe_beat",
                 "spec",
                 "events",
                 "kube_common",
