@@ -596,7 +596,7 @@ class ServiceRunner:
             if self.machine.state is State.STARTING:
                 due = began + health.start_interval
             else:
-                due = self._beat.next_probe(health.interval, began)
+                due = self._beat.next_probe(health.interval, began, self.name)
             await self._clock.sleep(max(0.0, due - self._clock.monotonic()))
 
     # -- dependencies ---------------------------------------------------------------------

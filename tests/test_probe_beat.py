@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.probe_beat import ProbeBeat
+from supervisor.probe_beat import GROUP, GROUP_GAP, ProbeBeat
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,26 @@ def test_the_next_probe_falls_on_the_beat_of_its_interval_and_never_later_than_i
 ) -> None:
     beat = ProbeBeat()
     for i, b in earlier:
-        beat.next_probe(i, b)
-    assert beat.next_probe(interval, began) == pytest.approx(due)
+        beat.next_probe(i, b, "first")
+    assert beat.next_probe(interval, began, "svc") == pytest.approx(due)
     assert 0 < due - began <= interval + 0.001  # what counts as on the beat
+
+
+def test_a_beat_probes_in_bursts_of_a_group_each_service_keeping_its_burst() -> None:
+    beat = ProbeBeat()
+    names = [f"s{i:02d}" for i in range(2 * GROUP + 1)]
+    due = {n: beat.next_probe(1.0, 100.0 + i * 0.013, n) for i, n in enumerate(names)}
+    bursts = sorted(set(due.values()))
+    assert bursts == pytest.approx([101.0, 101.0 + GROUP_GAP, 101.0 + 2 * GROUP_GAP])
+    assert [sum(1 for d in due.values() if d == b) for b in bursts] == [GROUP, GROUP, 1]
+    # On its burst, each service stays there, a whole interval on.
+    again = {n: beat.next_probe(1.0, d, n) for n, d in due.items()}
+    assert all(again[n] == pytest.approx(due[n] + 1.0) for n in names)
+
+
+def test_bursts_wrap_within_a_short_interval() -> None:
+    beat = ProbeBeat()
+    interval = 2 * GROUP_GAP  # room for two bursts
+    for i in range(2 * GROUP):
+        beat.next_probe(interval, 100.0, f"s{i}")
+    assert beat.next_probe(interval, 100.0, "late") == pytest.approx(100.0 + interval)
