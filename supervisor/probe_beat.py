@@ -6,7 +6,7 @@ slept (a cold cache, an epoll round trip per step of each probe). A burst of pro
 steps; probes spread over the second pay them one by one: about 2.5x the CPU per probe. One burst
 of all 50, though, makes the probes queue behind each other (on the loop and on the host), and
 what they measure is then that queue: 50 at once took a p50 of 89 ms against 9 ms spread out;
-bursts of 10, 20 ms apart, 29 ms.
+bursts of 10, 20 ms apart, 22 ms.
 """
 
 from __future__ import annotations
