@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import structlog
@@ -83,6 +84,7 @@ class ServiceRunner:
         image: ImageChoice | None = None,
         resources: Callable[[ContainerSpec], Awaitable[None]] | None = None,
         beat: ProbeBeat | None = None,
+        engine_turn: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -101,6 +103,8 @@ class ServiceRunner:
         self._resources = resources
         # Shared by the stack's runners: their steady probes fall together (see probe_beat).
         self._beat = beat or ProbeBeat()
+        # The service's turn at the engine for a start (see engine_turns); none: no waiting.
+        self._engine_turn = engine_turn or contextlib.nullcontext
         self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
@@ -291,7 +295,8 @@ class ServiceRunner:
             case StartContainer():
                 began = self._clock.monotonic()
                 try:
-                    container_id, completed = await self._start()
+                    async with self._engine_turn():
+                        container_id, completed = await self._start()
                 except DockerUnavailable as exc:
                     # Not the service's fault. Once the engine is back and every service has
                     # been re-inspected, judge the dependencies again before starting.

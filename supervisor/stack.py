@@ -23,6 +23,7 @@ from supervisor.docker_api import (
     StreamReset,
 )
 from supervisor.engine_gate import EngineGate
+from supervisor.engine_turns import EngineTurns, chain_lengths
 from supervisor.graph import DependencyGraph
 
 # Re-exported: it lived here before `supervisor.model`.
@@ -44,6 +45,7 @@ from supervisor.spec import (
     NetworkSpec,
     VolumeSpec,
     in_order_of_first_use,
+    network_name,
     volume_name,
 )
 from supervisor.state_board import StateBoard
@@ -84,6 +86,8 @@ class Stack:
         self._clock = clock
         self.engine = EngineGate()
         self._probe_beat = ProbeBeat()
+        self._turns = EngineTurns()
+        self._chains = chain_lengths(self.graph)
         self.observers = observers or Observers()
         # service -> (pinned image, the reference it was pinned for): rolled back there; kept
         # until an update succeeds.
@@ -120,6 +124,7 @@ class Stack:
             image,
             self._resources_for,
             beat=self._probe_beat,
+            engine_turn=lambda: self._turns.turn(self._chains.get(name, 0)),
         )
 
     def _launch(self, runner: ServiceRunner) -> None:
@@ -146,8 +151,9 @@ class Stack:
             watcher = group.create_task(self._watch_events(), name="docker-events")
             # Subscribe before anything starts, so a job that exits at once is still seen.
             await self._events_connected.wait()
-            for runner in self.runners.values():
-                self._launch(runner)
+            # Longest chain first: the first to ask for a turn at the engine gets it.
+            for name in sorted(self.runners, key=lambda n: -self._chains.get(n, 0)):
+                self._launch(self.runners[name])
             resync = group.create_task(self._resync_periodically(), name="resync")
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({stopping, preparing}, return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +197,7 @@ class Stack:
                     await self._runtime.remove_container(container_id)
                 log.info("service removed", service=name)
         self.config, self.graph = new, new.graph()
+        self._chains = chain_lengths(self.graph)
         for name in diff.updated:
             self.runners[name].update_config(new)
         for name in new.services:
@@ -252,8 +259,9 @@ class Stack:
                 self._made[name].set_result(failure)
 
         async def network(spec: NetworkSpec) -> None:
-            if await self._runtime.ensure_network(spec):
-                log.info("network created", network=spec.name)
+            async with self._turns.turn(priority.get(spec.name, 0)):
+                if await self._runtime.ensure_network(spec):
+                    log.info("network created", network=spec.name)
             made(spec.name)
 
         async def volume(spec: VolumeSpec) -> None:
@@ -262,6 +270,12 @@ class Stack:
             made(spec.name)
 
         networks, volumes = in_order_of_first_use(config, config.graph().levels())
+        # A network's priority: that of the longest chain among the services that join it.
+        priority: dict[str, int] = {}
+        for name, service in config.services.items():
+            for key in service.networks:
+                net_name = network_name(config, key)
+                priority[net_name] = max(priority.get(net_name, 0), self._chains.get(name, 0))
         names = (*(n.name for n in networks), *(v.name for v in volumes))
         for name in names:
             known = self._made.get(name)

@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "reload_queue",
                 "engine_gate",
                 "probe_beat",
+                "engine_turns",
                 "spec",
                 "events",
                 "kube_common",

@@ -316,3 +316,12 @@ async def test_the_periodic_resync_inspects_only_a_container_not_listed_as_runni
         await r.clock.advance(RESYNC_INTERVAL)
         await r.reaches(web=State.RESTARTING)
         assert r.runtime.inspected == [web.id]  # db and app: listed as running, not inspected
+
+
+async def test_the_head_of_the_longest_chain_starts_before_independent_services() -> None:
+    # cache is declared first, but db heads the chain db <- app <- web: db's start goes first
+    # and cache's waits for it (the engine starts a few at a time on a small host).
+    cfg = config("cache: {image: web:1}\n" + THREE)
+    async with running(cfg) as r:
+        await r.reaches(db=State.STARTING, cache=State.RUNNING)
+        assert r.starts()[:2] == ["db", "cache"]
