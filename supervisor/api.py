@@ -30,6 +30,7 @@ from supervisor.api_handlers import (
     LIVENESS,
     METRICS,
     SCRAPES,
+    SERVICE_TEXTS,
     SERVICES_PART,
     SUPERVISOR,
     Liveness,
@@ -110,6 +111,7 @@ def build_app(
     app[LIVENESS] = liveness or Liveness()
     app[SCRAPES] = ScrapeCache(metrics)
     app[SERVICES_PART] = []
+    app[SERVICE_TEXTS] = {}
     add_routes(app)
     add_update_routes(app)
     add_event_routes(app, supervisor.events, lambda: [s.name for s in services_of(supervisor)])

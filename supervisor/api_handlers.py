@@ -138,6 +138,8 @@ METRICS = web.AppKey("metrics", SupervisorMetrics)
 LIVENESS = web.AppKey("liveness", Liveness)
 SCRAPES = web.AppKey("scrapes", ScrapeCache)
 SERVICES_PART = web.AppKey("services_part", list[_ServicesPart])
+# service -> (its change mark, its JSON) as last serialised
+SERVICE_TEXTS = web.AppKey("service_texts", dict[str, tuple[int | None, str]])
 
 
 def services_of(sup: SupervisorView) -> list[ServiceStatus]:
@@ -160,12 +162,34 @@ def _services_part(request: web.Request) -> _ServicesPart:
     statuses = services_of(sup)
     part = _ServicesPart(
         generation=-1 if generation is None else generation,
-        text=dumps([service_json(s) for s in statuses]),
+        text="[" + ",".join(_service_texts(request.app, sup, statuses)) + "]",
         summary=summarize(statuses) if statuses else "no services supervised yet",
         all_up=bool(statuses) and all(s.up_to_target for s in statuses),
     )
     held[:] = [part] if generation is not None else []
     return part
+
+
+def _service_texts(
+    app: web.Application, sup: SupervisorView, statuses: list[ServiceStatus]
+) -> list[str]:
+    """Each service's JSON, serialised again only when that service changed: with many
+    services, probe results change the status many times a second, one service at a time."""
+    mark_of = getattr(sup, "service_mark", None)
+    held = app[SERVICE_TEXTS]
+    texts = []
+    for status in statuses:
+        mark = mark_of(status.name) if mark_of is not None else None
+        kept = held.get(status.name)
+        if mark is None or kept is None or kept[0] != mark:
+            kept = (mark, dumps(service_json(status)))
+            held[status.name] = kept
+        texts.append(kept[1])
+    if len(held) > len(statuses):  # services removed by a reload
+        names = {s.name for s in statuses}
+        for name in [n for n in held if n not in names]:
+            del held[name]
+    return texts
 
 
 async def get_status(request: web.Request) -> web.Response:

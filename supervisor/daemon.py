@@ -108,8 +108,11 @@ class Supervisor(StackObserver):
         self.last_reload: ReloadResult | None = None
         self.intent = ShutdownIntent()
         self.stack: Stack | None = None
-        # Bumped whenever anything a service status shows may have changed (API caching).
+        # Bumped whenever anything a service status shows may have changed (API caching);
+        # the generation of each service's last change, and of the last reload (all of them).
         self.status_generation = 0
+        self._service_changed_at: dict[str, int] = {}
+        self._reloaded_at = 0
         # Components register here before the stack exists; the stack reports through it.
         self.observers = Observers()
         self.observers.add(self)
@@ -133,8 +136,13 @@ class Supervisor(StackObserver):
         if self._lifecycle.state is not old.state:
             log.info("daemon state changed", old=old.state.value, new=self.state.value)
 
+    def service_mark(self, service: str) -> int:
+        """The generation of the last change to what `service`'s status shows."""
+        return max(self._service_changed_at.get(service, 0), self._reloaded_at)
+
     def service_changed(self, status: ServiceStatus, old: State) -> None:
         self.status_generation += 1
+        self._service_changed_at[status.name] = self.status_generation
         first_start = DaemonState.STARTING in (self.state, self._lifecycle.resume)
         if first_start and self.stack is not None and self.stack.target_reached():
             self.advance(TargetReached())
@@ -145,9 +153,11 @@ class Supervisor(StackObserver):
 
     def probe_done(self, service: str, result: ProbeResult) -> None:
         self.status_generation += 1
+        self._service_changed_at[service] = self.status_generation
 
     def reload_done(self, ok: bool, at: float) -> None:
         self.status_generation += 1
+        self._reloaded_at = self.status_generation
 
     def engine_link(self, connected: bool, detail: str) -> None:
         self.docker_connected = connected

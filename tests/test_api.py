@@ -502,3 +502,21 @@ async def test_status_services_are_serialised_once_per_change(make_client: MakeC
     sup.status_generation = 2  # type: ignore[attr-defined]
     names = [s["name"] for s in (await (await client.get("/v1/status")).json())["services"]]
     assert names == ["web", "db"]
+
+
+async def test_status_serialises_again_only_the_services_that_changed(
+    make_client: MakeClient,
+) -> None:
+    sup = fake_supervisor(service("web"), service("db"))
+    marks = {"web": 1, "db": 1}
+    sup.status_generation = 1  # type: ignore[attr-defined]
+    sup.service_mark = marks.__getitem__  # type: ignore[attr-defined]
+    client = await make_client(sup)
+    await client.get("/v1/status")
+    assert sup.stack is not None
+    sup.stack.services = [service("web", State.FAILED), service("db", State.FAILED)]
+    marks["web"] = 2  # only web's change was reported
+    sup.status_generation = 2  # type: ignore[attr-defined]
+    body = await (await client.get("/v1/status")).json()
+    states = {s["name"]: s["state"] for s in body["services"]}
+    assert states == {"web": "failed", "db": "healthy"}  # db's text was kept as serialised

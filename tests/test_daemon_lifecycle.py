@@ -24,6 +24,7 @@ from supervisor.daemon_lifecycle import (
     TargetReached,
     advance,
 )
+from supervisor.model import ProbeResult
 
 CONFIG = "version: 1\nproject: p\nservices:\n  web: {image: web:%s}\n"
 
@@ -122,3 +123,17 @@ async def test_a_stop_during_a_reload_is_not_undone_when_the_apply_ends(tmp_path
     result = await reload
     assert result.ok
     assert state_of(supervisor) is DaemonState.STOPPING
+
+
+def test_a_service_s_status_mark_moves_with_its_own_changes_and_with_any_reload(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ovpn.yaml"
+    path.write_text(CONFIG % "1")
+    supervisor = Supervisor(path, load_config(path), runtime=None)  # type: ignore[arg-type]
+    web, db = supervisor.service_mark("web"), supervisor.service_mark("db")
+    supervisor.probe_done("web", ProbeResult(ok=True, detail="HTTP 200", latency=0.01, at=0.0))
+    assert supervisor.service_mark("web") > web
+    assert supervisor.service_mark("db") == db  # another service's change leaves it alone
+    supervisor.reload_done(ok=True, at=0.0)
+    assert supervisor.service_mark("db") > db  # a reload may change what any status shows
