@@ -9,7 +9,9 @@
     `--restart on-failure` on the same image and the same network. Docker's restart manager
     waits 100 ms before the first restart, doubling each time, and resets after 10 s of running;
     so every round waits until both containers have run 10.5 s, and both are measured on a fresh
-    backoff. Same instrument (engine events) for both.
+    backoff. Same instrument (engine events) for both. Also recorded: when the daemon decided
+    to start again (its `restarting` log record, after the `die`), and the engine's start alone
+    (Docker's container stopped by hand, so cleaned up, then started: request to `start` event).
 (b) health broken -> restart issued: `/stand-in-ctl fail` (HTTP 500 at once) and `hang` (no
     answer, so each probe takes its timeout), injected at a random phase of the probe loop, from the
     moment the exec returned to the daemon's `state changed ... new: restarting` log record; vs the
@@ -197,6 +199,8 @@ def bench_crash(
     ours: list[float] = []
     theirs: list[float] = []
     reaction: list[float] = []  # ours: the `die` to our decision to start again (our log)
+    # The engine's start alone: Docker's container stopped (and cleaned up), then started.
+    plain: list[float] = []
     with project(api) as name, tempfile.TemporaryDirectory() as tmp:
         events = Events(name)
         probe = {"http": {"port": 8080}, "interval": "200ms", "timeout": "500ms", "retries": 3}
@@ -240,6 +244,11 @@ def bench_crash(
                     f"(a) round {rnd + 1}: ours {ours[-1]:.3f} s (decided after "
                     f"{reaction[-1] * 1000:.1f} ms), docker {theirs[-1]:.3f} s"
                 )
+                api.stop(docker_id, timeout=2)  # a manual stop: its policy leaves it stopped
+                before = time.time() - 0.001
+                api.start(docker_id)
+                began: float = wait(lambda: events.after(docker_id, "start", before), 30, "start")  # noqa: B023
+                plain.append(began - before)
                 daemon.wait_states({"svc": "healthy"}, 30)
         finally:
             daemon.close()
@@ -253,6 +262,8 @@ def bench_crash(
         "ours_decided_after_die_s": reaction,
         "ours_decided_median_s": median(reaction),
         "docker_median_s": median(theirs),
+        "engine_plain_start_s": plain,
+        "engine_plain_start_median_s": median(plain),
         "ratio": median(ours) / median(theirs),
     }
 
