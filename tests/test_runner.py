@@ -250,13 +250,18 @@ def slow_stop(e: Engine) -> asyncio.Event:
     return answered
 
 
+def begin_shutdown(runner: ServiceRunner) -> None:
+    """What the stack does to a service at SIGTERM: shutdown begins, then its stop."""
+    runner.post(ShutdownBegan())
+    runner.post(StopRequested())
+
+
 async def test_at_shutdown_the_stop_signal_is_sent_and_the_die_counts_as_stopped() -> None:
     e = engine("web:1")
     slow_stop(e)  # never answers: the shutdown path must not need the stop call
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
-        runner.post(ShutdownBegan())
-        runner.post(StopRequested())
+        begin_shutdown(runner)
         await state(runner, State.STOPPED)
         assert e.runtime.calls[-1] == "signal web SIGTERM"
         assert e.runtime.count("stop web") == 0
@@ -267,8 +272,7 @@ async def test_at_shutdown_an_ignored_stop_signal_is_followed_by_sigkill_after_g
     e.runtime.ignore_stop_signal.add("web")
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
-        runner.post(ShutdownBegan())
-        runner.post(StopRequested())
+        begin_shutdown(runner)
         await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
         await e.clock.advance(9.9)
         assert runner.machine.state is State.STOPPING  # still within its 10 s grace period
@@ -294,8 +298,7 @@ async def test_at_shutdown_with_no_die_event_the_engines_stop_call_decides() -> 
     e.runtime.kill_container = kill_unseen  # type: ignore[method-assign]
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
-        runner.post(ShutdownBegan())
-        runner.post(StopRequested())
+        begin_shutdown(runner)
         await until(lambda: "signal web SIGTERM" in e.runtime.calls, "the stop signal sent")
         await e.clock.advance(10.1)
         await until(lambda: "kill web (unseen)" in e.runtime.calls, "SIGKILL sent")
@@ -312,8 +315,7 @@ async def test_at_shutdown_a_container_that_already_exited_is_not_waited_for() -
         container = e.runtime.container("web")
         assert container is not None
         container.running = False  # exited, its `die` not seen yet
-        runner.post(ShutdownBegan())
-        runner.post(StopRequested())
+        begin_shutdown(runner)
         await state(runner, State.STOPPED)
         assert e.runtime.count("stop web") == 0
 
@@ -327,8 +329,7 @@ async def test_at_shutdown_a_stop_signal_the_engine_refuses_falls_back_to_its_st
     e.runtime.kill_container = refuse  # type: ignore[method-assign]
     async with running(e, make_runner(e, WEB, "web")) as runner:
         await state(runner, State.STARTING)
-        runner.post(ShutdownBegan())
-        runner.post(StopRequested())
+        begin_shutdown(runner)
         await state(runner, State.STOPPED)
         assert e.runtime.count("stop web") == 1
 
