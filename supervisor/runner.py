@@ -57,15 +57,12 @@ from supervisor.service import (
     WaitForDependencies,
     dependencies_verdict,
 )
+from supervisor.shutdown_stop import DieWatch, stop_at_shutdown
 from supervisor.spec import ContainerSpec, ImageChoice, container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import ServiceStatus, StackObserver
 
 log = structlog.get_logger(__name__)
-
-# At shutdown, how long a SIGKILLed container's `die` may take before the engine's own stop
-# call is asked to wait for the exit (only when the event stream lost it).
-KILLED_WITHIN = 5.0
 
 
 class ServiceRunner:
@@ -123,7 +120,7 @@ class ServiceRunner:
         self._started_ns = 0
         self._oom_seen: str | None = None
         # (container id, stop issued at ns, future) while a shutdown stop waits on the `die`.
-        self._die_wanted: tuple[str, int, asyncio.Future[None]] | None = None
+        self._die_watch = DieWatch()  # what a shutdown stop waits on
         self._log = log.bind(service=service.name)
         board.publish(service.name, self.machine.state)
 
@@ -182,9 +179,7 @@ class ServiceRunner:
     ) -> None:
         """Route an engine event about this service's container."""
         if action == "die":
-            wanted = self._die_wanted
-            if wanted and wanted[0] == container_id and at_ns >= wanted[1] and not wanted[2].done():
-                wanted[2].set_result(None)  # a shutdown stop waits on this, not the call
+            self._die_watch.died(container_id, at_ns)
             code = (attributes or {}).get("exitCode", "")
             exit_code = int(code) if code.lstrip("-").isdigit() else None
             self.post(DockerNoticed(container_id, exit_code=exit_code, at_ns=at_ns))
@@ -377,50 +372,20 @@ class ServiceRunner:
 
     async def _stop_container(self, container_id: str) -> None:
         """Stop the container. While the stack shuts down, by its stop signal and its `die`
-        event (see `_stop_at_shutdown`); otherwise by the engine's stop call, which returns
-        once the engine has also cleaned up (network, mounts): a restart or replacement must
-        not race that clean-up."""
+        event (see `shutdown_stop`); otherwise by the engine's stop call, which returns once
+        the engine has also cleaned up (network, mounts): a restart or replacement must not
+        race that clean-up."""
         if self.machine.shutting_down and self.machine.state is State.STOPPING:
-            await self._stop_at_shutdown(container_id)
+            await stop_at_shutdown(
+                self._runtime,
+                self._clock,
+                self._die_watch,
+                container_id,
+                self.service.stop,
+                self._log,
+            )
         else:
             await self._runtime.stop_container(container_id, self.service.stop.timeout)
-
-    async def _stop_at_shutdown(self, container_id: str) -> None:
-        """Send the stop signal and take the container's `die` event as stopped; past the
-        grace period SIGKILL it; with no `die` even then (the event stream lost), or no signal
-        sent, the engine's stop call, which waits for the exit itself.
-
-        The engine answers a stop call only after its clean-up, several times longer than the
-        exit itself under load; the next level (and, after the last, the daemon's exit) need
-        only the exit. The clean-up then runs in the engine on its own: the container has
-        exited before its `die` event is sent. And no worker thread waits out a grace period,
-        so a large stack's containers all get their signal at once."""
-        timeout = self.service.stop.timeout
-        try:
-            if await self._signal_and_wait(container_id, self.service.stop.signal, timeout):
-                return
-            self._log.warning("still running after its stop timeout; killing it")
-            timeout = 0
-            if await self._signal_and_wait(container_id, "SIGKILL", KILLED_WITHIN):
-                return
-        except DockerError as exc:
-            self._log.warning("signal not sent; the engine's stop instead", error=str(exc))
-        await self._runtime.stop_container(container_id, timeout)
-
-    async def _signal_and_wait(self, container_id: str, signal: str, within: float) -> bool:
-        """Send `signal`: True once the container's `die` arrives within `within` seconds, or
-        at once if it was not running."""
-        died: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._die_wanted = (container_id, self._clock.wall_ns(), died)
-        timer = asyncio.ensure_future(self._clock.sleep(within))
-        try:
-            if not await self._runtime.kill_container(container_id, signal):
-                return True
-            await asyncio.wait({died, timer}, return_when=asyncio.FIRST_COMPLETED)
-            return died.done()
-        finally:
-            self._die_wanted = None
-            timer.cancel()
 
     async def _start(self) -> tuple[str, bool]:
         """Adopt, start or (re)create the container so it runs with the current config.

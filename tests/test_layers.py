@@ -57,7 +57,9 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engine", frozenset({"docker_api", "probes", "file_watch", "runtime"})),
     (
         "supervision",
-        frozenset({"runner", "runner_inputs", "stack", "updates", "backups", "metrics"}),
+        frozenset(
+            {"runner", "runner_inputs", "shutdown_stop", "stack", "updates", "backups", "metrics"}
+        ),
     ),
     ("daemon", frozenset({"daemon", "systemd"})),
     ("api", frozenset({"api", "openapi", "status_page"})),

@@ -13,8 +13,9 @@ from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 from supervisor.config import parse_config
 from supervisor.docker_api import ContainerEvent, ContainerInfo, DockerError
 from supervisor.engine_gate import EngineGate
-from supervisor.runner import KILLED_WITHIN, ServiceRunner
+from supervisor.runner import ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
+from supervisor.shutdown_stop import KILLED_WITHIN
 from supervisor.spec import container_spec
 from supervisor.state_board import StateBoard
 from supervisor.status import StackObserver
