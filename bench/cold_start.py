@@ -35,7 +35,15 @@ from typing import Any
 
 import docker
 import yaml
-from common import free_port, iso_to_epoch, machine, read_log, remove_by_label, write_results
+from common import (
+    compile_package,
+    free_port,
+    iso_to_epoch,
+    machine,
+    read_log,
+    remove_by_label,
+    write_results,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"  # the stand-in topology
@@ -580,6 +588,7 @@ def main() -> int:
     api = docker.APIClient()
     api.inspect_image(IMAGE)  # type: ignore[no-untyped-call]  # fails early when scripts/build-stand-in-image was not run
     config = load_demo()
+    compile_package(REPO_ROOT)
     runs: list[Run] = []
     hop = HopCost()
     with tempfile.TemporaryDirectory(prefix="bench-cold-start-") as tmp:

@@ -10,6 +10,7 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +18,19 @@ from typing import Any
 
 import docker
 import docker.errors
+
+
+def compile_package(repo_root: Path) -> None:
+    """Write the package's bytecode, as an install does, so a launch reads it as in production.
+
+    The dev venv's install is editable: without this, a launch under PYTHONDONTWRITEBYTECODE
+    (set on these machines) compiles every module again, about half a second of start-up.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(repo_root / "supervisor")],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    )
 
 
 def free_port() -> int:

@@ -53,7 +53,7 @@ from cold_start import (
     spread,
     wait_logged_healthy,
 )
-from common import free_port, machine, remove_by_label, write_results
+from common import compile_package, free_port, machine, remove_by_label, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO = REPO_ROOT / "config" / "demo.yaml"
@@ -389,6 +389,7 @@ def main() -> int:
     api = docker.APIClient()
     for image in ("ovpn-demo/postgres:15", "ovpn-demo/app:1", "ovpn-demo/nginx:1.22"):
         api.inspect_image(image)  # type: ignore[no-untyped-call]  # run scripts/build-demo-images
+    compile_package(REPO_ROOT)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         workdir = Path(tmp)

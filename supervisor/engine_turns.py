@@ -6,8 +6,9 @@ then comes up together, late, and the service at the head of the longest depende
 database everything else waits for) is as late as the one nothing waits for. So such work goes
 by priority, the length of the chain of services waiting on it: work waits while work of a
 higher priority waits or runs; work of equal priority goes together, so a flat stack (every
-priority equal) starts as before. No wait is longer than `MAX_WAIT`: a start held up by an
-image pull or a slow engine delays others only that long.
+priority equal) starts as before. The wait is a head start, not a queue: no wait is longer than
+`MAX_WAIT`, about one start on an idle engine, so independent services still overlap when the
+engine is slow (under load a start takes seconds) or a start is held up by an image pull.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from supervisor.graph import DependencyGraph
 
-MAX_WAIT = 2.0
+MAX_WAIT = 0.4
 
 
 def may_go(priority: int, others: Iterable[int]) -> bool:
