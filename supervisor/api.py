@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
-import os
-import socket
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
 
-from supervisor.api_access import POLICY, AccessPolicy, ApiSetupError, check_access, read_token
+from supervisor.api_access import POLICY, AccessPolicy, check_access
 from supervisor.api_contract import ApiError, error_json
 from supervisor.api_events import add_event_routes
 from supervisor.api_guards import CappedSite, ConnectionGuard, ConnectionLimits, HostAllowList
@@ -33,17 +27,16 @@ from supervisor.api_handlers import (
     SERVICE_TEXTS,
     SERVICES_PART,
     SUPERVISOR,
-    Liveness,
     ScrapeCache,
     SupervisorView,
     add_routes,
     services_of,
 )
 from supervisor.api_logs import add_log_routes, containers_of
+from supervisor.api_setup import ApiSetupError, BoundApi, Liveness, bind_api
 from supervisor.api_updates import add_routes as add_update_routes
 from supervisor.config import ApiConfig
 from supervisor.daemon import Supervisor
-from supervisor.local_token import create_token, generated_token_path, remove_token
 from supervisor.metrics import SupervisorMetrics
 from supervisor.status import ServiceStatus
 from supervisor.status_page import add_status_page
@@ -55,10 +48,8 @@ __all__ = [
     "ApiError",
     "ApiSetupError",
     "Liveness",
-    "api_component",
-    "bind_unix_socket",
     "build_app",
-    "read_token",
+    "daemon_app",
     "serve",
     "watch_liveness",
 ]
@@ -118,51 +109,26 @@ def build_app(
     return app
 
 
+def daemon_app(
+    supervisor: Supervisor, metrics: SupervisorMetrics, token: str | None, liveness: Liveness
+) -> web.Application:
+    """The daemon's whole app: `build_app` plus container logs and the status page."""
+    config = supervisor.config.api
+    hosts = HostAllowList(config.listen.rpartition(":")[0], config.allowed_hosts)
+    policy = AccessPolicy(
+        token, over_unix=config.unix_path is not None, loopback=config.loopback, hosts=hosts
+    )
+    app = build_app(supervisor, metrics, policy, liveness)
+
+    def statuses() -> Sequence[ServiceStatus]:
+        return supervisor.stack.statuses() if supervisor.stack is not None else []
+
+    add_log_routes(app, supervisor.runtime, containers_of(lambda: supervisor.config, statuses))
+    add_status_page(app, lambda: supervisor.config)
+    return app
+
+
 # -- serving ----------------------------------------------------------------------------------
-
-
-def _group_id(group: str) -> int:
-    if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ApiSetupError(f"api.socket_group: no group named {group!r}") from None
-
-
-def bind_unix_socket(path: Path, mode: int, group: str | None) -> socket.socket:
-    """A listening unix socket with the given mode and group, never wider open than that."""
-    gid = _group_id(group) if group is not None else -1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ApiSetupError(f"{path} exists and is not a socket; not touching it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # a stale socket left by a daemon that died
-        else:
-            raise ApiSetupError(f"{path}: another daemon is already serving there")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # Bind with no permissions at all, then widen to the configured mode: no window in which
-    # another user could connect.
-    old_umask = os.umask(0o777)
-    try:
-        sock.bind(str(path))
-    except OSError as exc:
-        sock.close()
-        raise ApiSetupError(f"cannot listen on unix://{path}: {exc.strerror}") from exc
-    finally:
-        os.umask(old_umask)
-    if gid != -1:
-        os.chown(path, -1, gid)
-    path.chmod(mode)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
 
 
 async def watch_liveness(live: Liveness, ping: Callable[[], Awaitable[None]]) -> None:
@@ -190,11 +156,12 @@ async def serve(
     config: ApiConfig,
     ping: Callable[[], Awaitable[None]],
     limits: ConnectionLimits = DEFAULT_LIMITS,
+    bound: BoundApi | None = None,
 ) -> AsyncIterator[web.AppRunner]:
-    """Serve `app` on the configured address until the context exits, within `limits`."""
-    unix = config.unix_path
+    """Serve `app` until the context exits, within `limits`: on `bound`, or on the configured
+    address bound here (and closed after; a socket passed in stays its owner's to close)."""
     # Bind first: only a socket this daemon bound is ever removed (never another's, nor a file).
-    sock = bind_unix_socket(unix, config.socket_mode, config.socket_group) if unix else None
+    listening = bind_api(config) if bound is None else bound
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, keepalive_timeout=limits.idle_timeout
     )
@@ -205,19 +172,8 @@ async def serve(
         await runner.setup()
         assert runner.server is not None
         guard.attach(runner.server)
-        host, _, port = config.listen.rpartition(":")
-        site = CappedSite(
-            runner,
-            guard,
-            name=config.listen,
-            sock=sock,
-            host=None if sock is not None else host.strip("[]"),
-            port=None if sock is not None else int(port),
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ApiSetupError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from exc
+        for sock in listening.sockets:
+            await CappedSite(runner, guard, name=config.listen, sock=sock).start()
         log.info("api listening", address=config.listen, token=config.token_file is not None)
         async with asyncio.TaskGroup() as group:
             background = [
@@ -231,63 +187,5 @@ async def serve(
                     task.cancel()
     finally:
         await runner.cleanup()
-        if sock is not None and unix is not None:
-            sock.close()
-            with contextlib.suppress(FileNotFoundError):
-                unix.unlink()
-
-
-def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextManager[Any]:
-    """The daemon component: metrics registered as an observer, the API served beside the stack."""
-    config = supervisor.config.api
-    token = read_token(config.token_file) if config.token_file is not None else None
-    generated: Path | None = None
-    if token is None and config.unix_path is None:
-        generated = generated_token_path(config.listen)
-        try:
-            token = create_token(generated)
-        except OSError as exc:
-            log.warning(
-                "no api.token_file and cannot write one: changes over TCP disabled",
-                path=str(generated),
-                error=str(exc),
-            )
-            generated = None
-        else:
-            log.info("api token generated for local use", path=str(generated))
-
-    def statuses() -> Sequence[ServiceStatus]:
-        return supervisor.stack.statuses() if supervisor.stack is not None else []
-
-    liveness = Liveness()
-    metrics = SupervisorMetrics(
-        version=supervisor.version,
-        statuses=statuses,
-        docker_connected=lambda: supervisor.docker_connected and liveness.docker_reachable,
-        services=lambda: supervisor.config.services,
-        loop_lag=lambda: liveness.loop_lag,
-    )
-    supervisor.observers.add(metrics)
-    hosts = HostAllowList(config.listen.rpartition(":")[0], config.allowed_hosts)
-    policy = AccessPolicy(
-        token, over_unix=config.unix_path is not None, loopback=config.loopback, hosts=hosts
-    )
-    app = build_app(supervisor, metrics, policy, liveness)
-    add_log_routes(app, supervisor.runtime, containers_of(lambda: supervisor.config, statuses))
-    add_status_page(app, lambda: supervisor.config)
-    served = serve(app, config, supervisor.runtime.ping)
-    if generated is None:
-        return served
-    return _removing(served, generated)
-
-
-@contextlib.asynccontextmanager
-async def _removing(
-    served: contextlib.AbstractAsyncContextManager[Any], token_path: Path
-) -> AsyncIterator[Any]:
-    """Serve, and take the generated token away when the API goes."""
-    try:
-        async with served as value:
-            yield value
-    finally:
-        remove_token(token_path)
+        if bound is None:
+            listening.close()

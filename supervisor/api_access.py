@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -18,10 +17,6 @@ from supervisor.api_contract import ApiError
 from supervisor.api_guards import HostAllowList
 
 UNAUTHENTICATED = frozenset({"/healthz"})
-
-
-class ApiSetupError(Exception):
-    """The API cannot be served (address in use, unreadable token file, unknown group)."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +68,3 @@ async def check_access(request: web.Request, handler: Handler) -> web.StreamResp
     if request.match_info.http_exception is None:
         request.app[POLICY].check(request)
     return await handler(request)
-
-
-def read_token(path: Path) -> str:
-    """The bearer token from its file (surrounding whitespace stripped)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ApiSetupError(f"api.token_file {str(path)!r}: cannot read it ({exc})") from exc
-    if not token:
-        raise ApiSetupError(f"api.token_file {str(path)!r} is empty")
-    return token

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -112,24 +112,15 @@ class _Refused(asyncio.Protocol):
 
 
 class CappedSite(web.BaseSite):
-    """A listening TCP address or unix socket whose connections go through a ConnectionGuard."""
+    """A listening socket (bound beforehand) whose connections go through a ConnectionGuard."""
 
     def __init__(
-        self,
-        runner: web.AppRunner,
-        guard: ConnectionGuard,
-        *,
-        name: str,
-        sock: Any = None,
-        host: str | None = None,
-        port: int | None = None,
+        self, runner: web.AppRunner, guard: ConnectionGuard, *, name: str, sock: socket.socket
     ) -> None:
         super().__init__(runner)
         self._guard = guard
         self._name = name
         self._sock = sock
-        self._host = host
-        self._port = port or 0
 
     @property
     def name(self) -> str:
@@ -138,14 +129,7 @@ class CappedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        if self._sock is not None:
-            self._server = await loop.create_server(
-                self._guard, sock=self._sock, backlog=self._backlog
-            )
-        else:
-            self._server = await loop.create_server(
-                self._guard, self._host, self._port, backlog=self._backlog, reuse_address=True
-            )
+        self._server = await loop.create_server(self._guard, sock=self._sock, backlog=self._backlog)
 
 
 class HostAllowList:

@@ -28,6 +28,7 @@ from supervisor.api_contract import (
     service_json,
     update_json,
 )
+from supervisor.api_setup import Liveness
 from supervisor.config import NAME_RE
 from supervisor.daemon import ReloadResult
 from supervisor.daemon_lifecycle import DaemonState
@@ -73,14 +74,6 @@ class SupervisorView(Protocol):
     async def update(self, request: UpdateRequest) -> UpdateResult: ...
     async def backup(self, services: tuple[str, ...]) -> tuple[bool, str, list[str]]: ...
     async def restore(self, service: str, backup: str) -> tuple[bool, str]: ...
-
-
-@dataclass
-class Liveness:
-    """Loop lag and Docker reachability, as last measured by `api.watch_liveness`."""
-
-    loop_lag: float = 0.0
-    docker_reachable: bool = True
 
 
 class ScrapeCache:

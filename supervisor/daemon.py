@@ -125,6 +125,9 @@ class Supervisor(StackObserver):
         self.changing = asyncio.Lock()
         self.last_update: UpdateResult | None = None
         self.stack_ready = asyncio.Event()
+        # Components that come up after the first containers start (the API server): the
+        # daemon is not ready (READY=1) while any is still on its way.
+        self.coming_up: set[str] = set()
 
     @property
     def state(self) -> DaemonState:
@@ -135,6 +138,16 @@ class Supervisor(StackObserver):
         old, self._lifecycle = self._lifecycle, advance(self._lifecycle, event)
         if self._lifecycle.state is not old.state:
             log.info("daemon state changed", old=old.state.value, new=self.state.value)
+
+    def came_up(self, component: str) -> None:
+        """`component` serves now (or gave up trying): it no longer holds readiness back."""
+        self.coming_up.discard(component)
+        if gc.get_freeze_count():
+            # The stack already runs on a frozen heap (see frozen_heap): what the component
+            # brought (the API server's modules) joins it.
+            gc.collect(1)
+            gc.freeze()
+        self.observers.component_came_up(component)
 
     def service_mark(self, service: str) -> int:
         """The generation of the last change to what `service`'s status shows."""
@@ -482,11 +495,14 @@ async def run_daemon(
     )
     log.info("starting", project=config.project, services=len(config.services), version=__version__)
     try:
+        # Made before anything runs: what a component cannot set up (the API's address is
+        # taken) ends the daemon here, as itself, before Docker is touched.
+        parts = [component(supervisor) for component in components]
         async with AsyncExitStack() as running:
             await running.enter_async_context(supervisor.reloading())
             await running.enter_async_context(supervisor.updating())
-            for component in components:
-                await running.enter_async_context(component(supervisor))
+            for part in parts:
+                await running.enter_async_context(part)
             if not await wait_for_docker(supervisor.runtime, intent.stop):
                 return EXIT_OK
             supervisor.docker_connected = True

@@ -11,7 +11,8 @@ import gc
 import sys
 from pathlib import Path
 
-from supervisor.api import ApiSetupError, api_component
+from supervisor.api_component import api_component
+from supervisor.api_setup import ApiSetupError
 from supervisor.config import StackConfig
 from supervisor.daemon import Component, run_daemon
 from supervisor.docker_api import DockerError, DockerRuntime

@@ -65,6 +65,9 @@ class StackObserver:
     def stack_stopping(self) -> None:
         """The daemon began stopping the whole stack."""
 
+    def component_came_up(self, component: str) -> None:
+        """A component that comes up late (the API server) serves now, or gave up."""
+
     def reload_started(self) -> None:
         """A config reload began (systemd: RELOADING=1)."""
 
@@ -87,6 +90,10 @@ class Observers(StackObserver):
     def stack_stopping(self) -> None:
         for o in self._observers:
             o.stack_stopping()
+
+    def component_came_up(self, component: str) -> None:
+        for o in self._observers:
+            o.component_came_up(component)
 
     def service_changed(self, status: ServiceStatus, old: State) -> None:
         for o in self._observers:

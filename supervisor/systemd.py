@@ -157,6 +157,9 @@ class SystemdNotifier(StackObserver):
     def stack_stopping(self) -> None:
         self.stop()
 
+    def component_came_up(self, component: str) -> None:
+        self.refresh()
+
     def reload_started(self) -> None:
         # Before READY=1 systemd is still activating us: a reload then is not a unit reload.
         if self.ready and not self.stopping:
@@ -196,7 +199,12 @@ class SystemdNotifier(StackObserver):
             return
         stack = self._supervisor.stack
         summary = self._summary()
-        if not self.ready and stack is not None and stack.target_reached():
+        if (
+            not self.ready
+            and stack is not None
+            and stack.target_reached()
+            and not self._supervisor.coming_up
+        ):
             self.ready = True
             log.info("ready: stack reached its target", status=summary)
             self._send("READY=1\n" + self._status_line(summary))

@@ -54,7 +54,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     # The outside world: the Docker Engine (the only users of docker-py), probes, file watching.
     # `runtime`: the protocols the supervision layer drives; the fakes stand in for them.
-    ("engine", frozenset({"docker_api", "probes", "file_watch", "runtime"})),
+    ("engine", frozenset({"docker_api", "probes", "http_probe", "file_watch", "runtime"})),
     (
         "supervision",
         frozenset(
@@ -207,6 +207,25 @@ def test_importing_the_cli_loads_no_command_s_own_modules() -> None:
     ).stdout.split()
     unwanted = [m for m in loaded if any(m == n or m.startswith(f"{n}.") for n in NOT_LOADED)]
     assert unwanted == []
+
+
+# What the daemon must not have loaded when it starts its first containers: the API server and
+# the HTTP probes' client come in a worker thread meanwhile (see api_component).
+NOT_LOADED_BEFORE_FIRST_START = ("aiohttp", "supervisor.api", "supervisor.http_probe")
+
+
+def test_the_daemon_starts_containers_before_importing_the_api_server() -> None:
+    code = "import sys, supervisor.daemon_commands; print(*sorted(sys.modules), sep='\\n')"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    unwanted = [
+        m
+        for m in loaded
+        if any(m == n or m.startswith(f"{n}.") for n in NOT_LOADED_BEFORE_FIRST_START)
+    ]
+    assert unwanted == []
+    assert "supervisor.docker_api" in loaded  # what the first start does need
 
 
 def test_every_module_has_a_layer() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from supervisor import cli, probes
+from supervisor import cli, http_probe
 from supervisor.config import HttpProbe, TcpProbe
 from supervisor.docker_api import ExecResult
 from supervisor.probes import Prober, ProbeTarget
@@ -186,13 +186,13 @@ async def test_ssl_contexts_are_built_once_per_tls_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built: list[object] = []
-    real = probes._build_tls_context
+    real = http_probe._build_tls_context
 
     def counting(key: Any) -> ssl.SSLContext:
         built.append(key)
         return real(key)
 
-    monkeypatch.setattr(probes, "_build_tls_context", counting)
+    monkeypatch.setattr(http_probe, "_build_tls_context", counting)
     port = await https_server(certs.ca_signed)
     insecure = HttpProbe(port=port, scheme="https", tls_verify=False)
     trusting = HttpProbe(port=port, scheme="https", ca_file=certs.ca, ca_digest="one")

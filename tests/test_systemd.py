@@ -234,6 +234,16 @@ def test_ready_only_once_the_target_is_reached_with_the_summary(tmp_path: Path) 
     assert sum("READY=1" in m for m in sent.sent) == 1
 
 
+def test_ready_waits_for_a_component_still_coming_up(tmp_path: Path) -> None:
+    _, supervisor, sent, _ = make_notifier(tmp_path)
+    supervisor.coming_up.add("api")  # the API server, imported while the first containers start
+    stack = start_stack(supervisor, status("db", State.HEALTHY), status("web", State.HEALTHY))
+    supervisor.observers.service_changed(stack.current[1], State.STARTING)
+    assert not any("READY=1" in m for m in sent.sent)
+    supervisor.came_up("api")
+    assert sent.sent[-1] == "READY=1\nSTATUS=2/2 up"
+
+
 def test_startup_deadline_sends_ready_with_a_degraded_status(tmp_path: Path) -> None:
     sd, supervisor, sent, clock = make_notifier(tmp_path)
     start_stack(supervisor, status("db", State.HEALTHY), status("web", State.UNHEALTHY))
