@@ -42,6 +42,7 @@ from common import (
     machine,
     read_log,
     remove_by_label,
+    wait_exit,
     write_results,
 )
 
@@ -292,7 +293,7 @@ def run_ours(workdir: Path, rnd: int, slow: bool, cap: float) -> Run:
             time.sleep(1.0)  # let the stack settle before timing the stop
             began = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=120)
+            code = wait_exit(proc, timeout=120)
             result.stop = time.perf_counter() - began
             if code != 0:
                 result.notes.append(f"daemon exit code {code}")

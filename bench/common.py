@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import select
 import signal
 import socket
 import subprocess
@@ -68,6 +69,24 @@ def remove_by_label(api: docker.APIClient, label: str) -> None:
     for v in (api.volumes(filters={"label": label}) or {}).get("Volumes") or []:
         with contextlib.suppress(docker.errors.APIError):
             api.remove_volume(v["Name"])
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for `proc` to exit and return its code, seeing the exit the moment it happens.
+
+    `Popen.wait(timeout=...)` polls, sleeping up to 50 ms between looks: a stop timed with it
+    comes out up to 50 ms long. A pidfd becomes readable when the process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return proc.wait()  # already gone and reaped
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(pidfd)
+    return proc.wait()
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

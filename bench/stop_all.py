@@ -33,7 +33,7 @@ from typing import Any
 
 import docker
 import yaml
-from common import free_port, machine, remove_by_label, wait_stack_up, write_results
+from common import free_port, machine, remove_by_label, wait_exit, wait_stack_up, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results" / "stop_all-latest.json"
@@ -83,7 +83,7 @@ def start_stack(work: Path, cfg: dict[str, Any], port: int) -> subprocess.Popen[
 def stop_ours(proc: subprocess.Popen[bytes]) -> float:
     began = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=300)
+    wait_exit(proc, timeout=300)
     return time.perf_counter() - began
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import docker
 import yaml
-from common import machine, read_log, remove_by_label, write_results
+from common import machine, read_log, remove_by_label, wait_exit, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO = REPO_ROOT / "tests" / "fixtures" / "standin-demo.yaml"
@@ -88,7 +88,7 @@ def start_stack(workdir: Path, config: dict[str, Any]) -> subprocess.Popen[bytes
 def stop_ours(proc: subprocess.Popen[bytes]) -> float:
     began = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    wait_exit(proc, timeout=120)
     return time.perf_counter() - began
 
 
