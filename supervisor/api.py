@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -38,7 +38,6 @@ from supervisor.api_updates import add_routes as add_update_routes
 from supervisor.config import ApiConfig
 from supervisor.daemon import Supervisor
 from supervisor.metrics import SupervisorMetrics
-from supervisor.status import ServiceStatus
 from supervisor.status_page import add_status_page
 
 __all__ = [
@@ -119,10 +118,7 @@ def daemon_app(
         token, over_unix=config.unix_path is not None, loopback=config.loopback, hosts=hosts
     )
     app = build_app(supervisor, metrics, policy, liveness)
-
-    def statuses() -> Sequence[ServiceStatus]:
-        return supervisor.stack.statuses() if supervisor.stack is not None else []
-
+    statuses = supervisor.service_statuses
     add_log_routes(app, supervisor.runtime, containers_of(lambda: supervisor.config, statuses))
     add_status_page(app, lambda: supervisor.config)
     return app

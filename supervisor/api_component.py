@@ -22,7 +22,6 @@ from supervisor.api_setup import BoundApi, Liveness, bind_api, read_token
 from supervisor.daemon import Supervisor
 from supervisor.local_token import create_token, generated_token_path, remove_token
 from supervisor.metrics import SupervisorMetrics
-from supervisor.status import ServiceStatus
 
 log = structlog.get_logger(__name__)
 
@@ -57,14 +56,11 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
 async def _serving(
     supervisor: Supervisor, bound: BoundApi, token: str | None, generated: Path | None
 ) -> AsyncIterator[None]:
-    def statuses() -> list[ServiceStatus]:
-        return list(supervisor.stack.statuses()) if supervisor.stack is not None else []
-
     # Metrics observe from the start, so the first state changes are counted too.
     liveness = Liveness()
     metrics = SupervisorMetrics(
         version=supervisor.version,
-        statuses=statuses,
+        statuses=supervisor.service_statuses,
         docker_connected=lambda: supervisor.docker_connected and liveness.docker_reachable,
         services=lambda: supervisor.config.services,
         loop_lag=lambda: liveness.loop_lag,

@@ -142,12 +142,13 @@ class Supervisor(StackObserver):
     def came_up(self, component: str) -> None:
         """`component` serves now (or gave up trying): it no longer holds readiness back."""
         self.coming_up.discard(component)
-        if gc.get_freeze_count():
-            # The stack already runs on a frozen heap (see frozen_heap): what the component
-            # brought (the API server's modules) joins it.
-            gc.collect(1)
-            gc.freeze()
+        # What the component brought (the API server's modules) lives as long as the rest.
+        refreeze_heap()
         self.observers.component_came_up(component)
+
+    def service_statuses(self) -> list[ServiceStatus]:
+        """Every service's status; none before the stack exists."""
+        return self.stack.statuses() if self.stack is not None else []
 
     def service_mark(self, service: str) -> int:
         """The generation of the last change to what `service`'s status shows."""
@@ -467,6 +468,13 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def refreeze_heap() -> None:
+    """Add what was made since to a heap that `frozen_heap` froze (no-op when none is)."""
+    if gc.get_freeze_count():
+        gc.collect(1)
+        gc.freeze()
 
 
 async def run_daemon(
