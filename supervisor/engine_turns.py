@@ -9,6 +9,10 @@ higher priority waits or runs; work of equal priority goes together, so a flat s
 priority equal) starts as before. The wait is a head start, not a queue: no wait is longer than
 `MAX_WAIT`, about one start on an idle engine, so independent services still overlap when the
 engine is slow (under load a start takes seconds) or a start is held up by an image pull.
+
+Exec probes are light work for the engine but not free: one every 100 ms while a database warms
+up keeps it busy enough to make a start take half as long again. So an exec probe waits behind
+work of a higher priority too, but holds up nobody itself.
 """
 
 from __future__ import annotations
@@ -45,13 +49,11 @@ class EngineTurns:
     @contextlib.asynccontextmanager
     async def turn(self, priority: int) -> AsyncIterator[None]:
         """Hold a turn at `priority` for the body's engine work."""
-        others = self._busy.copy()
+        waits = not may_go(priority, self._busy.elements())
         self._busy[priority] += 1
         try:
-            if not may_go(priority, others.elements()):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._max_wait), self._changed:
-                        await self._changed.wait_for(self._mine_is_next(priority))
+            if waits:
+                await self._wait_for_turn(priority)
             yield
         finally:
             self._busy[priority] -= 1
@@ -60,5 +62,29 @@ class EngineTurns:
             async with self._changed:
                 self._changed.notify_all()
 
-    def _mine_is_next(self, priority: int) -> Callable[[], bool]:
-        return lambda: may_go(priority, self._busy.elements())
+    async def behind(self, priority: int) -> None:
+        """Wait until no work of a higher priority than `priority` waits or runs, holding
+        up nobody: for light work such as an exec probe."""
+        if not may_go(priority, self._busy.elements()):
+            await self._wait_for_turn(priority)
+
+    async def _wait_for_turn(self, priority: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._max_wait), self._changed:
+                await self._changed.wait_for(lambda: may_go(priority, self._busy.elements()))
+
+
+class ServiceTurns:
+    """One service's place in the turns, at its priority of the moment (a reload changes it)."""
+
+    def __init__(self, turns: EngineTurns, priority: Callable[[], int]) -> None:
+        self._turns = turns
+        self._priority = priority
+
+    def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A turn for heavy work: a start, a create."""
+        return self._turns.turn(self._priority())
+
+    async def behind(self) -> None:
+        """Let heavy work of a higher priority go first (see `EngineTurns.behind`)."""
+        await self._turns.behind(self._priority())

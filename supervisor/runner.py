@@ -11,7 +11,7 @@ from dataclasses import replace
 import structlog
 
 from supervisor.clock import Clock, Timer
-from supervisor.config import PullPolicy, ServiceConfig, StackConfig
+from supervisor.config import ExecProbe, PullPolicy, ServiceConfig, StackConfig
 from supervisor.container_plan import (
     Adopt,
     KeepCompleted,
@@ -25,6 +25,7 @@ from supervisor.container_plan import (
 )
 from supervisor.docker_api import ContainerInfo, DockerError, DockerUnavailable, ImageNotFound
 from supervisor.engine_gate import EngineGate
+from supervisor.engine_turns import ServiceTurns
 from supervisor.probe_beat import ProbeBeat
 from supervisor.probes import ProbeResult, ProbeTarget
 from supervisor.runner_inputs import (
@@ -81,7 +82,7 @@ class ServiceRunner:
         image: ImageChoice | None = None,
         resources: Callable[[ContainerSpec], Awaitable[None]] | None = None,
         beat: ProbeBeat | None = None,
-        engine_turn: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        turns: ServiceTurns | None = None,
     ) -> None:
         self.stack = stack
         self.service = service
@@ -100,8 +101,8 @@ class ServiceRunner:
         self._resources = resources
         # Shared by the stack's runners: their steady probes fall together (see probe_beat).
         self._beat = beat or ProbeBeat()
-        # The service's turn at the engine for a start (see engine_turns); none: no waiting.
-        self._engine_turn = engine_turn or contextlib.nullcontext
+        # The service's turns at the engine (see engine_turns); none: no waiting.
+        self._turns = turns
         self._engine_wait: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[RunnerInput] = asyncio.Queue()
         self._address: str | None = None
@@ -453,6 +454,9 @@ class ServiceRunner:
         await self._start_known(container_id)
         return container_id, False
 
+    def _engine_turn(self) -> AbstractAsyncContextManager[None]:
+        return self._turns.turn() if self._turns is not None else contextlib.nullcontext()
+
     async def _inspect_unless_absent(self, name: str) -> ContainerInfo | None:
         if self.container_absent:
             self.container_absent = False
@@ -463,7 +467,9 @@ class ServiceRunner:
         await self._ensure_image()
         if self._resources is not None:
             await self._resources(self.spec)
-        container_id = await self._runtime.create_container(self.spec)
+        # In turn: a create made ahead must not slow the start of a service it waits for.
+        async with self._engine_turn():
+            container_id = await self._runtime.create_container(self.spec)
         self._known = (container_id, self.spec.config_hash)
         self._log.info("container created", container=container_id[:12], image=self.spec.image)
         return container_id
@@ -557,6 +563,8 @@ class ServiceRunner:
         target = ProbeTarget(container_id, self._address)
         while True:
             began = self._clock.monotonic()
+            if isinstance(health.probe, ExecProbe) and self._turns is not None:
+                await self._turns.behind()  # an exec keeps the engine busy (engine_turns)
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(ProbeDone(container_id, result))
             # Probe fast until the first success, then at the steady interval, on the beat

@@ -23,7 +23,7 @@ from supervisor.docker_api import (
     StreamReset,
 )
 from supervisor.engine_gate import EngineGate
-from supervisor.engine_turns import EngineTurns, chain_lengths
+from supervisor.engine_turns import EngineTurns, ServiceTurns, chain_lengths
 from supervisor.graph import DependencyGraph
 
 # Re-exported: it lived here before `supervisor.model`.
@@ -124,7 +124,7 @@ class Stack:
             image,
             self._resources_for,
             beat=self._probe_beat,
-            engine_turn=lambda: self._turns.turn(self._chains.get(name, 0)),
+            turns=ServiceTurns(self._turns, lambda: self._chains.get(name, 0)),
         )
 
     def _launch(self, runner: ServiceRunner) -> None:

@@ -73,3 +73,46 @@ async def test_no_work_waits_longer_than_the_cap() -> None:
             pass  # went after the cap, not after the hog
     stuck.set()
     await task
+
+
+async def test_an_exec_probe_waits_behind_a_longer_chain_s_start() -> None:
+    turns = EngineTurns(max_wait=30)
+    order: list[str] = []
+    db_started = asyncio.Event()
+    db_may_finish = asyncio.Event()
+
+    async def start_db() -> None:
+        async with turns.turn(3):
+            db_started.set()
+            await db_may_finish.wait()
+            order.append("db started")
+
+    async def probe(priority: int, name: str) -> None:
+        await turns.behind(priority)
+        order.append(name)
+
+    db = asyncio.create_task(start_db())
+    await db_started.wait()
+    behind = asyncio.create_task(probe(1, "probe of a shorter chain"))
+    await probe(3, "probe of an equal chain")  # equal work goes at once
+    await settle()
+    assert order == ["probe of an equal chain"]  # the shorter chain's probe waits
+    db_may_finish.set()
+    await asyncio.gather(db, behind)
+    assert order[1:] == ["db started", "probe of a shorter chain"]
+
+
+async def test_a_probe_waits_behind_heavy_work_no_longer_than_the_cap() -> None:
+    turns = EngineTurns(max_wait=0.05)
+    stuck = asyncio.Event()
+
+    async def hog() -> None:
+        async with turns.turn(5):
+            await stuck.wait()
+
+    task = asyncio.create_task(hog())
+    await settle()
+    async with asyncio.timeout(5):
+        await turns.behind(0)
+    stuck.set()
+    await task
