@@ -9,9 +9,11 @@
     `--restart on-failure` on the same image and the same network. Docker's restart manager
     waits 100 ms before the first restart, doubling each time, and resets after 10 s of running;
     so every round waits until both containers have run 10.5 s, and both are measured on a fresh
-    backoff. Same instrument (engine events) for both. Also recorded: when the daemon decided
-    to start again (its `restarting` log record, after the `die`), and the engine's start alone
-    (Docker's container stopped by hand, so cleaned up, then started: request to `start` event).
+    backoff. Same instrument (engine events) for all three: the third is the engine's floor,
+    a bare client in a thread that calls `start` the moment the `die` event arrives. Also
+    recorded: when the daemon decided to start again (its `restarting` log record, after the
+    `die`), and the engine's start alone (Docker's container stopped by hand, so cleaned up,
+    then started: request to `start` event).
 (b) health broken -> restart issued: `/stand-in-ctl fail` (HTTP 500 at once) and `hang` (no
     answer, so each probe takes its timeout), injected at a random phase of the probe loop, from the
     moment the exec returned to the daemon's `state changed ... new: restarting` log record; vs the
@@ -97,6 +99,31 @@ class Events:
     def close(self) -> None:
         self.stream.close()
         self.client.close()
+
+
+class Reflex:
+    """The engine's floor for "start it again at once": a bare client that calls `start` on
+    the container the moment its `die` event arrives, from a thread doing nothing else (its
+    own connection, no event loop, no decision). Its `die` → `start` is what any supervisor
+    could reach on this engine with no backoff."""
+
+    def __init__(self, cid: str) -> None:
+        self.api = docker.APIClient(timeout=30)
+        self.stream = self.api.events(
+            decode=True, filters={"type": "container", "id": cid, "event": ["die"]}
+        )
+        self.cid = cid
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(Exception):
+            for _ in self.stream:
+                self.api.start(self.cid)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.api.close()
 
 
 def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -201,6 +228,7 @@ def bench_crash(
     reaction: list[float] = []  # ours: the `die` to our decision to start again (our log)
     # The engine's start alone: Docker's container stopped (and cleaned up), then started.
     plain: list[float] = []
+    floor: list[float] = []  # a bare client's start at the `die` event (see Reflex)
     with project(api) as name, tempfile.TemporaryDirectory() as tmp:
         events = Events(name)
         probe = {"http": {"port": 8080}, "interval": "200ms", "timeout": "500ms", "retries": 3}
@@ -222,8 +250,16 @@ def bench_crash(
                 ),
             )["Id"]
             api.start(docker_id)
+            floor_id = api.create_container(
+                IMAGE,
+                name=f"{name}-floor",
+                labels={LABEL: name},
+                host_config=api.create_host_config(network_mode=network),
+            )["Id"]
+            api.start(floor_id)
+            reflex = Reflex(floor_id)
             for rnd in range(rounds):
-                for cid, out in ((our_id, ours), (docker_id, theirs)):
+                for cid, out in ((our_id, ours), (docker_id, theirs), (floor_id, floor)):
                     # A fresh backoff for both: each has run >= 10.5 s since its last start.
                     started = iso_to_epoch(api.inspect_container(cid)["State"]["StartedAt"])
                     while time.time() < started + 10.5:
@@ -242,7 +278,8 @@ def bench_crash(
                         reaction.append(min(t for t in decided if t >= died - 0.001) - died)
                 say(
                     f"(a) round {rnd + 1}: ours {ours[-1]:.3f} s (decided after "
-                    f"{reaction[-1] * 1000:.1f} ms), docker {theirs[-1]:.3f} s"
+                    f"{reaction[-1] * 1000:.1f} ms), docker {theirs[-1]:.3f} s, "
+                    f"bare client {floor[-1]:.3f} s"
                 )
                 api.stop(docker_id, timeout=2)  # a manual stop: its policy leaves it stopped
                 before = time.time() - 0.001
@@ -250,6 +287,7 @@ def bench_crash(
                 began: float = wait(lambda: events.after(docker_id, "start", before), 30, "start")  # noqa: B023
                 plain.append(began - before)
                 daemon.wait_states({"svc": "healthy"}, 30)
+            reflex.close()
         finally:
             daemon.close()
             events.close()
@@ -264,6 +302,10 @@ def bench_crash(
         "docker_median_s": median(theirs),
         "engine_plain_start_s": plain,
         "engine_plain_start_median_s": median(plain),
+        "bare_client_s": floor,
+        "bare_client_median_s": median(floor),
+        "bare_client_ratio": median(floor) / median(theirs),
+        "ours_over_bare_client": median(ours) / median(floor),
         "ratio": median(ours) / median(theirs),
     }
 
