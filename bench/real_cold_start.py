@@ -129,7 +129,7 @@ class ByHand:
         binds += [
             f"{self.folder / 'secrets' / sec}:/run/secrets/{sec}:ro" for sec in s.get("secrets", [])
         ]
-        ports = {}
+        ports: dict[int | str, Any] = {}
         for p in s.get("ports", []):
             host_ip, host_port, container_port = p.split(":")
             ports[int(container_port)] = (host_ip, int(host_port))
@@ -141,7 +141,8 @@ class ByHand:
             labels=self.labels,
             host_config=self.api.create_host_config(binds=binds, port_bindings=ports),
             networking_config=self.api.create_networking_config(
-                {nets[0]: self.api.create_endpoint_config(aliases=[name])}
+                # types-docker has this as one endpoint; docker-py takes {network: endpoint}
+                {nets[0]: self.api.create_endpoint_config(aliases=[name])}  # type: ignore[arg-type]
             ),
         )["Id"]
         for net in nets[1:]:

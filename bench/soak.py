@@ -372,7 +372,8 @@ class Soak:
         return info["Id"], info["State"]["StartedAt"]
 
     def volume_dir(self, name: str) -> Path:
-        return self.engine.data_root / "volumes" / f"{self.project}-{name}" / "_data"
+        root: Path = self.engine.data_root
+        return root / "volumes" / f"{self.project}-{name}" / "_data"
 
     # -- invariants -------------------------------------------------------------------
 
@@ -540,7 +541,7 @@ class Soak:
         if fault == "kill":
             ctr.kill()
         elif fault == "oom":
-            self.client.api.update_container(ctr.id, mem_limit="32m", memswap_limit="32m")
+            self.client.api.update_container(before[0], mem_limit="32m", memswap_limit="32m")
             ctr.exec_run(["/stand-in-ctl", "oom"])
         elif fault == "rm":
             ctr.remove(force=True)
