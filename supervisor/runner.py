@@ -561,10 +561,13 @@ class ServiceRunner:
         health = self.service.health
         assert health is not None
         target = ProbeTarget(container_id, self._address)
+        by_exec = isinstance(health.probe, ExecProbe)
         while True:
             began = self._clock.monotonic()
-            if isinstance(health.probe, ExecProbe) and self._turns is not None:
-                await self._turns.behind()  # an exec keeps the engine busy (engine_turns)
+            # Exec probes at the start pace keep the engine busy (see engine_turns); at the
+            # steady pace a wait would only stretch the time to detect a failure.
+            if by_exec and self._turns is not None and self.machine.state is State.STARTING:
+                await self._turns.behind()
             result = await self._prober.probe(health.probe, target, health.timeout)
             self.post(ProbeDone(container_id, result))
             # Probe fast until the first success, then at the steady interval, on the beat

@@ -13,6 +13,7 @@ from fake_runtime import FakeClock, FakeProber, FakeRuntime, settle, until
 from supervisor.config import parse_config
 from supervisor.docker_api import ContainerEvent, ContainerInfo, DockerError
 from supervisor.engine_gate import EngineGate
+from supervisor.engine_turns import EngineTurns, ServiceTurns
 from supervisor.runner import ServiceRunner
 from supervisor.service import ShutdownBegan, StartRequested, State, StopRequested
 from supervisor.shutdown_stop import KILLED_WITHIN
@@ -62,7 +63,9 @@ def engine(*images: str) -> Engine:
     return Engine(clock, runtime, FakeProber(runtime), EngineGate(), StateBoard())
 
 
-def make_runner(e: Engine, text: str, name: str) -> ServiceRunner:
+def make_runner(
+    e: Engine, text: str, name: str, turns: ServiceTurns | None = None
+) -> ServiceRunner:
     stack = parse_config(text)
     return ServiceRunner(
         stack,
@@ -73,6 +76,7 @@ def make_runner(e: Engine, text: str, name: str) -> ServiceRunner:
         e.clock,
         StackObserver(),
         e.gate,
+        turns=turns,
     )
 
 
@@ -367,3 +371,41 @@ async def test_a_crash_after_a_long_run_is_restarted_with_nothing_before_the_sta
         await until(lambda: e.runtime.count("start web") == 2, "web started again")
         assert e.runtime.calls[before:][0] == "start web"
         assert runner.machine.restarts == 1
+
+
+async def test_an_exec_probe_at_the_start_pace_waits_behind_a_longer_chain_s_start() -> None:
+    text = config(
+        """
+        db:
+          image: db:1
+          health: {exec: [pg_isready], interval: 5s, start_interval: 1s}
+        """
+    )
+    e = engine("db:1")
+    turns = EngineTurns(max_wait=30)
+    runner = make_runner(e, text, "db", ServiceTurns(turns, lambda: 1))
+    hog_done = asyncio.Event()
+
+    async def longer_chain_start() -> None:
+        async with turns.turn(3):
+            await hog_done.wait()
+
+    e.prober.failing.add("db")  # still warming up
+    async with running(e, runner):
+        await state(runner, State.STARTING)
+        await until(lambda: e.prober.probed == ["db"], "the first probe")
+        hog = asyncio.create_task(longer_chain_start())
+        await settle()
+        e.prober.probed.clear()
+        await e.clock.advance(1.0)
+        assert e.prober.probed == []  # behind the start: the engine is busy enough
+        hog_done.set()
+        await hog
+        await until(lambda: e.prober.probed == ["db"], "the probe after the start")
+        e.prober.failing.clear()
+        await e.clock.advance(1.0)
+        await state(runner, State.HEALTHY)
+        async with turns.turn(3):  # at the steady pace it waits for nothing
+            e.prober.probed.clear()
+            await e.clock.advance(5.0)
+            assert e.prober.probed == ["db"]
