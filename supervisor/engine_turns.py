@@ -11,8 +11,9 @@ priority equal) starts as before. The wait is a head start, not a queue: no wait
 engine is slow (under load a start takes seconds) or a start is held up by an image pull.
 
 Exec probes are light work for the engine but not free: one every 100 ms while a database warms
-up keeps it busy enough to make a start take half as long again. So an exec probe at the start
-pace waits behind work of a higher priority too, but holds up nobody itself.
+up keeps it busy enough to slow a start beside it by a fifth to a half (`bench/exec_load.py`).
+So an exec probe at the start pace waits behind work of a higher priority too, but holds up
+nobody itself.
 """
 
 from __future__ import annotations
