@@ -284,7 +284,8 @@ class Stack:
         failure = "the stack stopped before it was made"
         try:
             async with asyncio.TaskGroup() as group:
-                for net in networks:
+                # The first to ask goes at once: the one the longest chain needs must ask first.
+                for net in sorted(networks, key=lambda n: -priority.get(n.name, 0)):
                     group.create_task(network(net))
                 for vol in volumes:
                     group.create_task(volume(vol))

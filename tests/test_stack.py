@@ -258,6 +258,31 @@ async def test_a_container_waits_only_for_its_own_networks_and_volumes() -> None
         await r.reaches(web=State.RUNNING)
 
 
+class NetworksAsked(FakeRuntime):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, IMAGES)
+        self.asked: list[str] = []
+
+    async def ensure_network(self, spec: NetworkSpec) -> bool:
+        self.asked.append(spec.name)
+        return await super().ensure_network(spec)
+
+
+async def test_the_network_of_the_longest_chain_is_asked_for_first() -> None:
+    # Both networks are first used by the first start level, `edge` first in the config; but
+    # `db` heads a chain, and the engine makes one network at a time.
+    cfg = parse_config(
+        "version: 1\nproject: p\nnetworks: {edge: {}, data: {}}\nservices:\n"
+        "  cache: {image: db:1, networks: [edge]}\n"
+        "  db: {image: db:1, networks: [data]}\n"
+        "  web: {image: web:1, networks: [data], depends_on: [db]}\n"
+    )
+    runtime = NetworksAsked(FakeClock())
+    async with running(cfg, runtime) as r:
+        await r.reaches(web=State.RUNNING, cache=State.RUNNING)
+    assert runtime.asked == ["p-data", "p-edge"]
+
+
 async def test_a_network_that_cannot_be_made_stops_what_started_and_fails_the_stack() -> None:
     runtime = SlowNetworks(FakeClock())
     stack = Stack(config_with_networks(TWO_NETWORKS), runtime, FakeProber(runtime), runtime.clock)
