@@ -34,28 +34,17 @@ def api_component(supervisor: Supervisor) -> contextlib.AbstractAsyncContextMana
     """Read the token and bind the address now (ApiSetupError if either fails); serve later."""
     config = supervisor.config.api
     token = read_token(config.token_file) if config.token_file is not None else None
-    bound = bind_api(config)
-    generated: Path | None = None
-    if token is None and config.unix_path is None:
-        generated = generated_token_path(config.listen)
-        try:
-            token = create_token(generated)
-        except OSError as exc:
-            log.warning(
-                "no api.token_file and cannot write one: changes over TCP disabled",
-                path=str(generated),
-                error=str(exc),
-            )
-            generated = None
-        else:
-            log.info("api token generated for local use", path=str(generated))
-    return _serving(supervisor, bound, token, generated)
+    return _serving(supervisor, bind_api(config), token)
 
 
 @contextlib.asynccontextmanager
 async def _serving(
-    supervisor: Supervisor, bound: BoundApi, token: str | None, generated: Path | None
+    supervisor: Supervisor, bound: BoundApi, token: str | None
 ) -> AsyncIterator[None]:
+    # Made here, not above: whatever writes the generated token also takes it away.
+    generated = None
+    if token is None and supervisor.config.api.unix_path is None:
+        generated, token = _generate_token(supervisor.config.api.listen)
     # Metrics observe from the start, so the first state changes are counted too.
     liveness = Liveness()
     metrics = SupervisorMetrics(
@@ -79,6 +68,22 @@ async def _serving(
         bound.close()
         if generated is not None:
             remove_token(generated)
+
+
+def _generate_token(listen: str) -> tuple[Path | None, str | None]:
+    """A token for local clients over TCP (and its file), or none if it cannot be written."""
+    path = generated_token_path(listen)
+    try:
+        token = create_token(path)
+    except OSError as exc:
+        log.warning(
+            "no api.token_file and cannot write one: changes over TCP disabled",
+            path=str(path),
+            error=str(exc),
+        )
+        return None, None
+    log.info("api token generated for local use", path=str(path))
+    return path, token
 
 
 async def _serve_when_imported(
