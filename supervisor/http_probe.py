@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from supervisor.config import HttpProbe
+from supervisor.model import detail_line
 
 
 class HttpProber:
@@ -91,9 +92,5 @@ def _describe(exc: aiohttp.ClientError) -> str:
             "(set tls_verify: false for a self-signed certificate, or ca_file)"
         )
     if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        return f"TLS handshake failed: {_first_line(str(exc.os_error))}"
-    return _first_line(str(exc) or type(exc).__name__)
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0][:200] if text else ""
+        return f"TLS handshake failed: {detail_line(str(exc.os_error))}"
+    return detail_line(str(exc) or type(exc).__name__)

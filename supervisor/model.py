@@ -63,3 +63,8 @@ class ProbeResult:
     latency: float
     at: float
     status: int | None = None
+
+
+def detail_line(text: str) -> str:
+    """A message as a probe's detail: its first line, at most 200 characters."""
+    return text.splitlines()[0][:200] if text else ""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from supervisor.config import ExecProbe, HttpProbe, Probe, TcpProbe
 from supervisor.docker_api import DockerError, ExecResult
 from supervisor.model import ProbeResult as ProbeResult  # noqa: PLC0414 - re-export
+from supervisor.model import detail_line
 
 if TYPE_CHECKING:
     from supervisor.http_probe import HttpProber
@@ -89,8 +90,4 @@ def _require_address(target: ProbeTarget) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    return _first_line(str(exc) or type(exc).__name__)
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0][:200] if text else ""
+    return detail_line(str(exc) or type(exc).__name__)
